@@ -1,0 +1,34 @@
+# fedclinic: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-fedclinic
+# Flower's CLI keeps its SuperLink connections and the local simulation SuperLink here.
+export FLWR_HOME ?= $(CURDIR)/.flwr
+HOSPITALS ?= 5
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/flwr federation simulation-config --num-supernodes $(HOSPITALS) >/dev/null
+	$(BIN)/flwr run . --stream
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(MAKE) lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .flwr .mypy_cache .pytest_cache .ruff_cache

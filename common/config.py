@@ -1,0 +1,225 @@
+"""Run settings: parsed once, at an entry point, into frozen pydantic models.
+
+The values and their defaults live in one place, ``[tool.flwr.app.config]`` in
+``pyproject.toml``; Flower hands them to the apps as ``context.run_config``. The models
+here declare types and bounds only, so a key missing from the run config is an error,
+never a silently different default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.data.schema import DataSpec
+from common.errors import ConfigError, invalid_value
+
+StrategyName = Literal[
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+]
+ModelName = Literal["cnn", "cnn-small"]
+DatasetKind = Literal["synthetic", "medmnist", "folder"]
+PartitionerName = Literal["iid", "dirichlet", "quantity"]
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, strict=True, extra="ignore", alias_generator=_kebab, populate_by_name=True
+    )
+
+
+class FederationConfig(_Settings):
+    """How the coordinator runs rounds."""
+
+    num_server_rounds: int = Field(ge=1)
+    strategy: StrategyName
+    fraction_train: float = Field(gt=0.0, le=1.0)
+    fraction_evaluate: float = Field(ge=0.0, le=1.0)
+    min_train_nodes: int = Field(ge=1)
+    min_evaluate_nodes: int = Field(ge=0)
+    min_available_nodes: int = Field(ge=1)
+    round_timeout: float = Field(gt=0.0)
+    server_learning_rate: float = Field(gt=0.0)
+    server_momentum: float = Field(ge=0.0, lt=1.0)
+    server_eta: float = Field(gt=0.0)
+    server_tau: float = Field(gt=0.0)
+    trim_beta: float = Field(ge=0.0, lt=0.5)
+    num_malicious_nodes: int = Field(ge=0)
+    num_nodes_to_select: int = Field(ge=1)
+    run_dir: str
+
+
+class TrainConfig(_Settings):
+    """Local training, sent by the server to every hospital each round."""
+
+    local_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    proximal_mu: float = Field(ge=0.0)
+
+
+class DataConfig(_Settings):
+    """The federation's data contract and how simulated hospitals get their data."""
+
+    dataset: DatasetKind
+    data_path: str
+    class_names: str = Field(pattern=r"^[^,]+(,[^,]+)+$")
+    image_size: int = Field(ge=8, le=1024)
+    channels: Literal[1, 3]
+    min_examples: int = Field(ge=1)
+    holdout_fraction: float = Field(gt=0.0, lt=1.0)
+    synthetic_examples: int = Field(ge=1)
+    partitioner: PartitionerName
+    dirichlet_alpha: float = Field(gt=0.0)
+
+    @model_validator(mode="after")
+    def _data_path_for_files(self) -> DataConfig:
+        if self.dataset != "synthetic" and not self.data_path:
+            raise ValueError(
+                invalid_value(
+                    "data-path",
+                    f"a path to the data when `dataset` is {self.dataset!r}",
+                    self.data_path,
+                )
+            )
+        return self
+
+    def spec(self) -> DataSpec:
+        names = tuple(name.strip() for name in self.class_names.split(","))
+        return DataSpec(
+            class_names=names,
+            image_size=self.image_size,
+            channels=self.channels,
+            min_examples=self.min_examples,
+        )
+
+
+class AppConfig(_Settings):
+    """Everything one run needs, parsed from ``context.run_config``."""
+
+    federation: FederationConfig
+    train: TrainConfig
+    data: DataConfig
+    model: ModelName
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _strategy_needs(self) -> AppConfig:
+        if self.federation.strategy == "fedprox" and self.train.proximal_mu <= 0.0:
+            raise ValueError(
+                invalid_value(
+                    "proximal-mu",
+                    "a number > 0 when `strategy` is 'fedprox'",
+                    self.train.proximal_mu,
+                )
+            )
+        return self
+
+
+def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
+    """Parse Flower's flat run config; raise :class:`ConfigError` with one clear line."""
+    sections = {
+        "federation": _section(FederationConfig, run_config),
+        "train": _section(TrainConfig, run_config),
+        "data": _section(DataConfig, run_config),
+    }
+    return _validate(
+        AppConfig,
+        {**sections, "model": run_config.get("model"), "seed": run_config.get("seed")},
+        required=("model", "seed"),
+        source=run_config,
+    )
+
+
+def parse_train_config(values: dict[str, Any]) -> TrainConfig:
+    """Parse the training settings a hospital receives in a message."""
+    return _validate(TrainConfig, _section(TrainConfig, values), source=values)
+
+
+def _section(model: type[_Settings], run_config: dict[str, Any]) -> dict[str, Any]:
+    keys = [_kebab(name) for name in model.model_fields]
+    missing = [key for key in keys if key not in run_config]
+    if missing:
+        raise ConfigError(
+            f"Missing config key `{missing[0]}`. Declare it in [tool.flwr.app.config] "
+            "of pyproject.toml or pass it with --run-config."
+        )
+    section = {key: run_config[key] for key in keys}
+    _validate(model, section, source=run_config)
+    return section
+
+
+_M = typing.TypeVar("_M", bound=_Settings)
+
+
+def _validate(
+    model: type[_M],
+    values: dict[str, Any],
+    source: dict[str, Any],
+    required: tuple[str, ...] = (),
+) -> _M:
+    for key in required:
+        if values.get(key) is None:
+            raise ConfigError(f"Missing config key `{key}`.")
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_describe(model, err, source)) from None
+
+
+def _describe(model: type[_Settings], err: ValidationError, source: dict[str, Any]) -> str:
+    first = err.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"] if not isinstance(part, int)]
+    if not loc:  # a model-level check: its message is already complete
+        return str(first["msg"]).removeprefix("Value error, ")
+    key = loc[-1]
+    received = first.get("input", source.get(key))
+    return invalid_value(key, _expected(model, key, first), received)
+
+
+def _expected(model: type[_Settings], key: str, error: Any) -> str:
+    field = model.model_fields.get(key.replace("-", "_"))
+    annotation = field.annotation if field is not None else None
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        annotation,  # type: ignore[arg-type]
+        "a valid value",
+    )
+    bounds = []
+    for item in field.metadata if field is not None else []:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(item, attr)}")
+        if getattr(item, "pattern", None):
+            bounds.append("listing at least two comma-separated names")
+    return f"{noun} {' and '.join(bounds)}".strip()
+
+
+def declared_defaults(pyproject: Path) -> dict[str, Any]:
+    """The run config a ``flwr run`` without overrides would get: for tests and tools."""
+    with pyproject.open("rb") as handle:
+        document = tomllib.load(handle)
+    return dict(document["tool"]["flwr"]["app"]["config"])
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

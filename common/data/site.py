@@ -1,0 +1,67 @@
+"""Turn a hospital's data location into validated :class:`SiteData`.
+
+The same code serves the ClientApp and ``fedclinic site check``, so a site that passes
+the check is a site the federation accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common.data.folder import load_image_folder
+from common.data.medmnist import load_medmnist
+from common.data.schema import DataSpec, SiteData, Split, check_min_examples
+from common.errors import DataError
+
+
+def load_splits(path: Path, spec: DataSpec, site_name: str) -> dict[str, Split]:
+    """Read every split found at ``path``: a MedMNIST ``.npz`` file or an image folder."""
+    if path.is_dir():
+        return load_image_folder(path, spec, site_name)
+    if path.suffix == ".npz" or path.is_file():
+        return load_medmnist(path, spec, site_name)
+    raise DataError(str(path), ["expected a MedMNIST .npz file or an image folder; not found"])
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask choosing ``fraction`` of each class (at least one where a class has 2+)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(labels.shape[0], dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = int(round(fraction * members.size))
+        if members.size > 1:
+            count = min(max(count, 1), members.size - 1)
+        mask[rng.choice(members, size=count, replace=False)] = True
+    return mask
+
+
+def site_from_splits(
+    name: str,
+    splits: dict[str, Split],
+    spec: DataSpec,
+    holdout_fraction: float,
+    seed: int,
+) -> SiteData:
+    """Assemble a site; without a ``test`` split, hold out part of ``train`` for it."""
+    if "train" not in splits:
+        raise DataError(name, ["no `train` split found"])
+    train, test = splits["train"], splits.get("test")
+    if test is None:
+        held = stratified_holdout(train.labels, holdout_fraction, seed)
+        train, test = train.take(np.flatnonzero(~held)), train.take(np.flatnonzero(held))
+    site = SiteData(
+        name=name, class_names=spec.class_names, train=train, test=test, val=splits.get("val")
+    )
+    check_min_examples(site, spec)
+    return site
+
+
+def load_site(
+    path: Path, spec: DataSpec, site_name: str, holdout_fraction: float, seed: int
+) -> SiteData:
+    return site_from_splits(
+        site_name, load_splits(path, spec, site_name), spec, holdout_fraction, seed
+    )

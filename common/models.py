@@ -1,0 +1,61 @@
+"""Keras 3 CNN builders, chosen by name and shaped by the data they will see.
+
+Builders return an uncompiled functional model ending in a softmax; clients and server
+decide how to train or evaluate it. Both sides build the same architecture from the same
+declared ``DataSpec``, so weights travel as a plain list of arrays in a fixed order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+from common.data.schema import DataSpec
+from common.errors import ConfigError, invalid_value
+
+Builder = Callable[[tuple[int, int, int], int], keras.Model]
+
+
+def _cnn_small(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The seed network: one convolution, then a softmax over the classes."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Conv2D(32, 3, activation="relu")(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn_small")
+
+
+def _conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    return keras.layers.MaxPooling2D()(x)
+
+
+def _cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Three VGG-style blocks with global pooling and dropout; no batch norm.
+
+    Batch-norm statistics do not average well across hospitals with different
+    scanners, so the network relies on dropout alone.
+    """
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_block(inputs, 32)
+    x = _conv_block(x, 64)
+    x = _conv_block(x, 128)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.3)(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    x = keras.layers.Dropout(0.3)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+BUILDERS: dict[str, Builder] = {"cnn": _cnn, "cnn-small": _cnn_small}
+
+
+def build_model(name: str, spec: DataSpec) -> keras.Model:
+    """Build the named architecture for images and classes of ``spec``."""
+    builder = BUILDERS.get(name)
+    if builder is None:
+        raise ConfigError(invalid_value("model", f"one of {sorted(BUILDERS)}", name))
+    return builder(spec.input_shape, spec.num_classes)

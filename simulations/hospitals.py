@@ -1,0 +1,59 @@
+"""Many hospitals on one machine: the data each simulated hospital holds.
+
+A simulated hospital is a Flower virtual SuperNode; Flower gives it ``partition-id``
+and ``num-partitions``. With ``dataset = "synthetic"`` each hospital generates its own
+images (its own scanner intensity, contrast, noise, prevalence and size). With a
+MedMNIST file or an image folder, the training split is divided with the configured
+partitioner (label or quantity skew) and the held-out split IID, so every hospital's
+evaluation sees both classes and the examples-weighted federated metrics estimate the
+metrics on the whole held-out split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.config import DataConfig
+from common.data.partition import partition_indices
+from common.data.schema import SiteData, check_min_examples
+from common.data.site import load_splits, site_from_splits
+from common.data.synthetic import synthetic_site
+
+
+def hospital_name(partition_id: int) -> str:
+    return f"hospital-{partition_id}"
+
+
+def simulated_hospital(
+    data: DataConfig, seed: int, partition_id: int, num_partitions: int
+) -> SiteData:
+    """The data of simulated hospital ``partition_id`` out of ``num_partitions``."""
+    spec = data.spec()
+    if data.dataset == "synthetic":
+        site = synthetic_site(seed, partition_id, data.synthetic_examples, spec)
+        check_min_examples(site, spec)
+        return site
+    name = hospital_name(partition_id)
+    pooled = site_from_splits(
+        name, load_splits(Path(data.data_path), spec, name), spec, data.holdout_fraction, seed
+    )
+    return split_for_hospital(pooled, data, seed, partition_id, num_partitions)
+
+
+def split_for_hospital(
+    pooled: SiteData, data: DataConfig, seed: int, partition_id: int, num_partitions: int
+) -> SiteData:
+    """Cut one hospital's share out of pooled data, reproducibly for a given seed."""
+    train_parts = partition_indices(
+        pooled.train.labels, num_partitions, data.partitioner, data.dirichlet_alpha, seed
+    )
+    test_parts = partition_indices(pooled.test.labels, num_partitions, "iid", 1.0, seed)
+    site = SiteData(
+        name=hospital_name(partition_id),
+        class_names=pooled.class_names,
+        train=pooled.train.take(train_parts[partition_id]),
+        test=pooled.test.take(test_parts[partition_id]),
+    )
+    check_min_examples(site, data.spec())
+    return site
+

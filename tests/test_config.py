@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.config import declared_defaults, parse_app_config, parse_train_config, project_root
+from common.errors import ConfigError
+from tests.factories import run_config
+
+
+def test_declared_defaults_parse() -> None:
+    config = parse_app_config(run_config())
+
+    assert config.federation.num_server_rounds == 5
+    assert config.data.spec().class_names == ("normal", "pneumonia")
+    assert config.data.spec().input_shape == (28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("local-epochs", 0, "Invalid value for `local-epochs`. Expected an integer ≥ 1. Received: 0"),
+        ("local-epochs", 1.5, "Invalid value for `local-epochs`. Expected an integer ≥ 1. Received: 1.5"),
+        ("batch-size", "32", "Invalid value for `batch-size`. Expected an integer ≥ 1. Received: '32'"),
+        ("learning-rate", 0.0, "Invalid value for `learning-rate`. Expected a number > 0.0. Received: 0.0"),
+        ("fraction-train", 1.5, "Invalid value for `fraction-train`. Expected a number > 0.0 and ≤ 1.0. Received: 1.5"),
+        ("num-server-rounds", -1, "Invalid value for `num-server-rounds`. Expected an integer ≥ 1. Received: -1"),
+        ("strategy", "fedfoo", "Invalid value for `strategy`. Expected one of 'fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad', 'fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan'. Received: 'fedfoo'"),
+        ("model", "vgg", "Invalid value for `model`. Expected one of 'cnn', 'cnn-small'. Received: 'vgg'"),
+        ("partitioner", "skew", "Invalid value for `partitioner`. Expected one of 'iid', 'dirichlet', 'quantity'. Received: 'skew'"),
+        ("dirichlet-alpha", 0.0, "Invalid value for `dirichlet-alpha`. Expected a number > 0.0. Received: 0.0"),
+        ("channels", 2, "Invalid value for `channels`. Expected one of 1, 3. Received: 2"),
+        ("class-names", "normal", "Invalid value for `class-names`. Expected a string listing at least two comma-separated names. Received: 'normal'"),
+        ("dataset", "medmnist", "Invalid value for `data-path`. Expected a path to the data when `dataset` is 'medmnist'. Received: ''"),
+        ("seed", -3, "Invalid value for `seed`. Expected an integer ≥ 0. Received: -3"),
+    ],
+)  # fmt: skip
+def test_invalid_value_names_key_expected_and_received(key: str, value: Any, message: str) -> None:
+    values = {**run_config(), key: value}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_app_config(values)
+
+    assert str(caught.value) == message
+
+
+def test_fedprox_needs_positive_mu() -> None:
+    values = run_config(strategy="fedprox", proximal_mu=0.0)
+
+    with pytest.raises(ConfigError) as caught:
+        parse_app_config(values)
+
+    assert str(caught.value) == (
+        "Invalid value for `proximal-mu`. Expected a number > 0 when `strategy` is 'fedprox'. "
+        "Received: 0.0"
+    )
+
+
+@pytest.mark.parametrize("key", ["seed", "local-epochs", "run-dir", "model"])
+def test_missing_key_is_named(key: str) -> None:
+    values = run_config()
+    del values[key]
+
+    with pytest.raises(ConfigError, match=f"Missing config key `{key}`"):
+        parse_app_config(values)
+
+
+def test_config_is_frozen() -> None:
+    config = parse_app_config(run_config())
+
+    with pytest.raises(ValueError, match="frozen"):
+        config.federation.num_server_rounds = 9  # type: ignore[misc]
+
+
+def test_train_config_from_message_values() -> None:
+    values = {"local-epochs": 3, "batch-size": 16, "learning-rate": 0.01, "proximal-mu": 0.1}
+
+    parsed = parse_train_config({**values, "server-round": 4})
+
+    assert (parsed.local_epochs, parsed.batch_size, parsed.learning_rate, parsed.proximal_mu) == (
+        3,
+        16,
+        0.01,
+        0.1,
+    )
+
+
+def test_every_declared_key_is_read() -> None:
+    """A key declared in pyproject but read by no model would be a dead setting."""
+    from common.config import AppConfig, DataConfig, FederationConfig, TrainConfig
+
+    read = {"model", "seed"} | {
+        name.replace("_", "-")
+        for section in (FederationConfig, TrainConfig, DataConfig)
+        for name in section.model_fields
+    }
+    declared = set(declared_defaults(project_root() / "pyproject.toml"))
+
+    assert declared == read
+    assert set(AppConfig.model_fields) == {"federation", "train", "data", "model", "seed"}
