@@ -18,12 +18,12 @@ METRICS_KEY = "metrics"
 
 def train(msg: Message, context: Context) -> Message:
     config = parse_app_config(context.run_config)
-    train_config = parse_train_config(dict(msg.content[CONFIG_KEY]))
+    train_config = parse_train_config(dict(msg.content.config_records[CONFIG_KEY]))
     site = resolve_site(context.node_config, config, PROCESS_CACHE)
     trainer = PROCESS_CACHE.trainer(config.model, config.data.spec())
-    server_round = int(msg.content[CONFIG_KEY].get("server-round", 0))
+    server_round = int(str(msg.content.config_records[CONFIG_KEY].get("server-round", 0)))
     result = trainer.fit(
-        msg.content[ARRAYS_KEY].to_numpy_ndarrays(),
+        msg.content.array_records[ARRAYS_KEY].to_numpy_ndarrays(),
         site.train,
         train_config,
         seed=derive_seed(config.seed, site.name, server_round),
@@ -39,7 +39,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     config = parse_app_config(context.run_config)
     site = resolve_site(context.node_config, config, PROCESS_CACHE)
     trainer = PROCESS_CACHE.trainer(config.model, config.data.spec())
-    metrics = trainer.evaluate(msg.content[ARRAYS_KEY].to_numpy_ndarrays(), site.test)
+    metrics = trainer.evaluate(msg.content.array_records[ARRAYS_KEY].to_numpy_ndarrays(), site.test)
     record = MetricRecord({"num-examples": len(site.test), **metrics})
     return Message(content=RecordDict({METRICS_KEY: record}), reply_to=msg)
 

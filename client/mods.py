@@ -22,11 +22,16 @@ from common.errors import ConfigError, FedclinicError
 def contain_errors(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     try:
         return call_next(msg, context)
-    except Exception as err:  # noqa: BLE001 - every failure must be contained
-        log(ERROR, "ClientApp failed on %s message:\n%s", msg.metadata.message_type,
-            traceback.format_exc())
-        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, _public_reason(err)),
-                       reply_to=msg)
+    except Exception as err:
+        log(
+            ERROR,
+            "ClientApp failed on %s message:\n%s",
+            msg.metadata.message_type,
+            traceback.format_exc(),
+        )
+        return Message(
+            Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, _public_reason(err)), reply_to=msg
+        )
 
 
 def _public_reason(err: Exception) -> str:
@@ -44,10 +49,10 @@ def reply_violations(request: Message, reply: Message) -> list[str]:
     problems = [f"config record `{key}` in reply" for key in content.config_records]
     if len(content.metric_records) != 1:
         problems.append(f"expected one metric record, found {len(content.metric_records)}")
-    for key, record in content.metric_records.items():
+    for key, metrics in content.metric_records.items():
         problems.extend(
             f"metric `{key}.{name}` is not a scalar"
-            for name, value in record.items()
+            for name, value in metrics.items()
             if not isinstance(value, int | float) or isinstance(value, bool)
         )
     expected = request.content.array_records

@@ -80,7 +80,9 @@ class LocalTrainer:
         for anchor, variable in zip(self._anchors, self.model.trainable_variables, strict=True):
             anchor.assign(variable)
 
-    def fit(self, weights: list[np.ndarray], data: Split, config: TrainConfig, seed: int) -> FitResult:
+    def fit(
+        self, weights: list[np.ndarray], data: Split, config: TrainConfig, seed: int
+    ) -> FitResult:
         """Train from ``weights`` on ``data``; loss and accuracy are over the last epoch."""
         self.load(weights)
         self._reset_optimizer(config.learning_rate)

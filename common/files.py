@@ -34,4 +34,5 @@ def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
 
 def write_json_atomic(target: Path, payload: Any) -> None:
     text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -15,9 +15,7 @@ import numpy as np
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts with true class on rows and predicted class on columns."""
     flat = labels.astype(np.int64) * num_classes + predicted.astype(np.int64)
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def binary_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:

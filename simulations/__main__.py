@@ -35,7 +35,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.hospitals < 1:
-        print(f"Invalid value for `--hospitals`. Expected an integer ≥ 1. Received: {args.hospitals}", file=sys.stderr)
+        print(
+            f"Invalid value for `--hospitals`. Expected an integer ≥ 1. Received: {args.hospitals}",
+            file=sys.stderr,
+        )
         return 2
     overrides: dict[str, Any] = dict(parse_config_args(args.run_config))
     try:

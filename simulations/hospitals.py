@@ -56,4 +56,3 @@ def split_for_hospital(
     )
     check_min_examples(site, data.spec())
     return site
-

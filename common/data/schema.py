@@ -84,9 +84,7 @@ def validation_problems(
         labels = labels[:, 0]
     numeric_labels = _is_real_number(labels.dtype) or labels.dtype == np.bool_
     if labels.ndim != 1:
-        problems.append(
-            f"`{where}` labels: expected shape (N,) or (N, 1), received {labels.shape}"
-        )
+        problems.append(f"`{where}` labels: expected shape (N,) or (N, 1), received {labels.shape}")
     if not numeric_labels:
         problems.append(f"`{where}` labels: expected integers, received {labels.dtype}")
     elif labels.ndim == 1 and labels.size and not np.issubdtype(labels.dtype, np.integer):
@@ -116,13 +114,10 @@ def validation_problems(
         )
     elif (3 if colour else 1) != spec.channels:
         problems.append(
-            f"`{where}` images: expected {spec.channels} channel(s), "
-            f"received {3 if colour else 1}"
+            f"`{where}` images: expected {spec.channels} channel(s), received {3 if colour else 1}"
         )
     if labels.ndim == 1 and images.ndim >= 1 and images.shape[0] != labels.shape[0]:
-        problems.append(
-            f"`{where}`: {images.shape[0]} images but {labels.shape[0]} labels"
-        )
+        problems.append(f"`{where}`: {images.shape[0]} images but {labels.shape[0]} labels")
     problems.extend(_pixel_problems(images, where))
     return problems
 
@@ -142,8 +137,7 @@ def _pixel_problems(images: np.ndarray, where: str) -> list[str]:
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0:
         return [
-            f"`{where}` images: expected float pixels in [0, 1], "
-            f"received [{low:.3g}, {high:.3g}]"
+            f"`{where}` images: expected float pixels in [0, 1], received [{low:.3g}, {high:.3g}]"
         ]
     return []
 
@@ -167,8 +161,7 @@ def _to_labels(labels: np.ndarray) -> np.ndarray:
 def check_min_examples(site: SiteData, spec: DataSpec) -> None:
     """Refuse a site whose splits are too small to train or evaluate on."""
     problems = [
-        f"`{name}` split: expected at least {spec.min_examples} examples, "
-        f"received {len(split)}"
+        f"`{name}` split: expected at least {spec.min_examples} examples, received {len(split)}"
         for name, split in (("train", site.train), ("test", site.test))
         if len(split) < spec.min_examples
     ]

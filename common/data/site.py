@@ -31,7 +31,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     mask = np.zeros(labels.shape[0], dtype=bool)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        count = int(round(fraction * members.size))
+        count = round(fraction * members.size)
         if members.size > 1:
             count = min(max(count, 1), members.size - 1)
         mask[rng.choice(members, size=count, replace=False)] = True

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from common.data.schema import DataSpec
+from common.data.synthetic import (
+    HospitalProfile,
+    generate_images,
+    hospital_profile,
+    synthetic_labels,
+    synthetic_site,
+)
+from common.errors import ConfigError
+
+NAMES = ("normal", "pneumonia", "covid", "other")
+QUIET = HospitalProfile(intensity=0.0, contrast=1.0, noise=0.0, prevalence=0.5,
+                        num_train=1, num_test=1)  # fmt: skip
+
+
+def spec(classes: int = 2, size: int = 28, channels: int = 1, min_examples: int = 10) -> DataSpec:
+    return DataSpec(NAMES[:classes], size, channels, min_examples)
+
+
+def test_same_seed_and_hospital_give_identical_sites() -> None:
+    first, second = synthetic_site(7, 2, 60, spec()), synthetic_site(7, 2, 60, spec())
+
+    for a, b in ((first.train, second.train), (first.test, second.test)):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert first.name == "hospital-2"
+
+
+@pytest.mark.parametrize(("seed", "hospital"), [(7, 3), (8, 2)], ids=["hospital", "seed"])
+def test_other_hospital_or_seed_differs(seed: int, hospital: int) -> None:
+    base = synthetic_site(7, 2, 60, spec())
+
+    other = synthetic_site(seed, hospital, 60, spec())
+
+    assert hospital_profile(seed, hospital, 60) != hospital_profile(7, 2, 60)
+    n = min(len(base.train), len(other.train))
+    assert not np.array_equal(base.train.images[:n], other.train.images[:n])
+
+
+@pytest.mark.parametrize(
+    ("classes", "size", "channels"),
+    [(2, 16, 1), (2, 28, 1), (2, 32, 3), (3, 28, 1), (4, 20, 3)],
+)
+def test_site_meets_the_data_contract(classes: int, size: int, channels: int) -> None:
+    site = synthetic_site(0, 1, 40, spec(classes, size, channels))
+
+    for split in (site.train, site.test):
+        assert split.images.shape[1:] == (size, size, channels)
+        assert split.images.dtype == np.float32
+        assert split.images.min() >= 0.0
+        assert split.images.max() <= 1.0
+        assert set(np.unique(split.labels)) <= set(range(classes))
+    if channels == 3:
+        np.testing.assert_array_equal(site.train.images[..., 0], site.train.images[..., 2])
+
+
+@pytest.mark.parametrize("hospital", range(8))
+def test_profile_stays_in_its_ranges_and_sizes_the_site(hospital: int) -> None:
+    profile = hospital_profile(3, hospital, 200)
+
+    site = synthetic_site(3, hospital, 200, spec())
+
+    assert -0.08 <= profile.intensity <= 0.08
+    assert 0.75 <= profile.contrast <= 1.25
+    assert 0.01 <= profile.noise <= 0.06
+    assert 0.25 <= profile.prevalence <= 0.75
+    assert 100 <= profile.num_train <= 300
+    assert profile.num_test == round(0.25 * profile.num_train)
+    assert (len(site.train), len(site.test)) == (profile.num_train, profile.num_test)
+    positives = int(np.count_nonzero(site.train.labels))
+    assert positives == round(profile.prevalence * profile.num_train)
+
+
+def test_tiny_base_is_raised_to_min_examples() -> None:
+    site = synthetic_site(0, 0, 2, spec(min_examples=12))
+
+    assert (len(site.train), len(site.test)) == (12, 12)
+
+
+@pytest.mark.parametrize(
+    ("count", "prevalence", "classes", "counts"),
+    [
+        (10, 0.3, 2, [7, 3]),
+        (10, 0.0, 2, [9, 1]),  # both classes whenever count >= 2
+        (10, 1.0, 2, [1, 9]),
+        (9, 0.5, 3, [5, 2, 2]),  # round(4.5) = 4 not in class 0, shared evenly
+        (1, 0.5, 2, [1, 0]),
+    ],
+)
+def test_labels_follow_prevalence_exactly(
+    count: int, prevalence: float, classes: int, counts: list[int]
+) -> None:
+    labels = synthetic_labels(np.random.default_rng(0), count, prevalence, classes)
+
+    assert np.bincount(labels, minlength=classes).tolist() == counts
+
+
+def test_opacities_make_positive_lungs_brighter() -> None:
+    labels = np.repeat([0, 1], 200)
+
+    images = generate_images(np.random.default_rng(0), labels, QUIET, spec())
+
+    means = images.mean(axis=(1, 2, 3))
+    assert means[labels == 1].mean() - means[labels == 0].mean() > 0.03
+    # per image, not just on average: few normals are as bright as the median positive
+    assert np.mean(means[labels == 0] >= np.median(means[labels == 1])) < 0.1
+
+
+def test_class_decides_the_lung_zone_of_the_opacities() -> None:
+    labels = np.repeat([0, 1, 2], 200)
+    images = generate_images(np.random.default_rng(0), labels, QUIET, spec(classes=3))[..., 0]
+
+    excess = [images[labels == k].mean(axis=0) - images[labels == 0].mean(axis=0) for k in (1, 2)]
+
+    top, bottom = slice(0, 14), slice(14, 28)
+    assert excess[0][top].sum() > 2 * excess[0][bottom].sum()
+    assert excess[1][bottom].sum() > 2 * excess[1][top].sum()
+
+
+def test_noise_follows_the_profile() -> None:
+    labels = np.zeros(50, dtype=np.int64)
+    noisy = dataclasses.replace(QUIET, noise=0.05)
+
+    clean = generate_images(np.random.default_rng(1), labels, QUIET, spec())
+    rough = generate_images(np.random.default_rng(1), labels, noisy, spec())
+
+    centre = (slice(None), slice(4, 24), slice(4, 24))  # away from clipping at 0
+    assert np.std(rough[centre] - clean[centre]) == pytest.approx(0.05, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: hospital_profile(-1, 0, 10), "Invalid value for `seed`. Expected an integer "
+         ">= 0. Received: -1"),
+        (lambda: hospital_profile(0, -2, 10), "Invalid value for `hospital`. Expected an integer "
+         ">= 0. Received: -2"),
+        (lambda: hospital_profile(0, 0, 0), "Invalid value for `base_examples`. Expected an "
+         "integer >= 1. Received: 0"),
+        (lambda: synthetic_site(0, 0, 10, spec(size=15)), "Invalid value for `image_size`. "
+         "Expected an integer >= 16. Received: 15"),
+        (lambda: synthetic_site(0, 0, 10, spec(channels=2)), "Invalid value for `channels`. "
+         "Expected 1 or 3. Received: 2"),
+        (lambda: synthetic_site(0, 0, 10, spec(classes=1)), "Invalid value for `class_names`. "
+         "Expected at least 2 classes. Received: ('normal',)"),
+        (lambda: generate_images(np.random.default_rng(0), np.array([0, 2]), QUIET, spec()),
+         "Invalid value for `labels`. Expected a 1-D array of values in 0..1. "
+         "Received: 'shape (2,), values 0..2'"),
+    ],
+    ids=["seed", "hospital", "base", "size", "channels", "classes", "labels"],
+)  # fmt: skip
+def test_rejects_bad_arguments(call: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        call()  # type: ignore[operator]
+
+    assert str(caught.value) == message
