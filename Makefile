@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-fedclinic
 # Flower's CLI keeps its SuperLink connections and the local simulation SuperLink here.
 export FLWR_HOME ?= $(CURDIR)/.flwr
+# The apps run in this virtualenv: Flower must not `uv sync` dependencies at run time
+# (hospitals and CI have no internet).
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+# `flwr run` starts `flower-superlink` from PATH.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 HOSPITALS ?= 5
 
 .PHONY: demo test lint install clean
@@ -18,8 +23,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/flwr federation simulation-config --num-supernodes $(HOSPITALS) >/dev/null
-	$(BIN)/flwr run . --stream
+	flwr federation simulation-config --num-supernodes $(HOSPITALS) >/dev/null
+	flwr run . --stream
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -135,9 +135,9 @@ def test_accepts_labels_as_a_column() -> None:
          "Received: -1"),
         (labels(10).astype(float), 2, "iid", 1.0, 0, "Invalid value for `labels`. Expected a "
          "1-D integer array. Received: 'float64 (10,)'"),
-        (np.arange(40) % 2, 20, "dirichlet", 0.01, 0, "Invalid value for `alpha`. Expected a "
-         "value large enough for each of 20 partitions to receive some of the 40 examples "
-         "(use a larger alpha or fewer partitions). Received: 0.01"),
+        (np.arange(40) % 2, 20, "dirichlet", 0.01, 0, "Invalid value for `dirichlet-alpha`. "
+         "Expected a value large enough for each of 20 partitions to receive some of the "
+         "40 examples (use a larger alpha or fewer partitions). Received: 0.01"),
     ],
     ids=["no partitions", "more partitions than examples", "alpha zero", "alpha negative",
          "alpha nan", "unknown kind", "negative seed", "float labels", "alpha too small"],

@@ -21,15 +21,14 @@ def load_medmnist(path: Path, spec: DataSpec, site_name: str) -> dict[str, Split
     returned when present. Every problem in the file is reported in one
     :class:`DataError` naming the file and the key; ``site_name`` is its source.
     """
-    source = site_name
     if not path.is_file():
-        raise DataError(source, [f"`{path}`: file not found"])
+        raise DataError(site_name, [f"`{path}`: file not found"])
     try:
         archive = np.load(path, allow_pickle=False)
     except _UNREADABLE as error:
-        raise DataError(source, [f"`{path}`: not a readable .npz archive"]) from error
+        raise DataError(site_name, [f"`{path}`: not a readable .npz archive"]) from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(source, [f"`{path}`: expected an .npz archive, received a .npy array"])
+        raise DataError(site_name, [f"`{path}`: expected an .npz archive, received a .npy array"])
     with archive:
         raw, problems = _read_arrays(archive, path)
     splits: dict[str, Split] = {}
@@ -39,7 +38,7 @@ def load_medmnist(path: Path, spec: DataSpec, site_name: str) -> dict[str, Split
         except DataError as error:
             problems.extend(error.problems)
     if problems:
-        raise DataError(source, problems)
+        raise DataError(site_name, problems)
     return splits
 
 

@@ -61,7 +61,7 @@ def partition_indices(
                 return parts
         raise ConfigError(
             invalid_value(
-                "alpha",
+                "dirichlet-alpha",
                 f"a value large enough for each of {num_partitions} partitions to receive "
                 f"some of the {count} examples (use a larger alpha or fewer partitions)",
                 alpha,

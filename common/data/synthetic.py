@@ -60,6 +60,8 @@ def synthetic_labels(
     Both class 0 and some other class appear whenever ``count >= 2``; the non-zero
     labels are spread as evenly as possible over classes 1..K-1.
     """
+    if num_classes < 2:
+        raise ConfigError(invalid_value("num_classes", "an integer >= 2", num_classes))
     positives = round(prevalence * count)
     if count >= 2:
         positives = min(max(positives, 1), count - 1)
@@ -74,7 +76,8 @@ def generate_images(
     """Float32 images (N, H, W, C) in [0, 1] for ``labels``, as ``profile``'s scanner sees them."""
     _check_spec(spec)
     if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes)):
-        received = f"shape {labels.shape}, values {labels.min()}..{labels.max()}"
+        values = f", values {labels.min()}..{labels.max()}" if labels.size else ""
+        received = f"shape {labels.shape}{values}"
         expected = f"a 1-D array of values in 0..{spec.num_classes - 1}"
         raise ConfigError(invalid_value("labels", expected, received))
     count, size = labels.shape[0], spec.image_size
