@@ -4,21 +4,30 @@ Flower may call a ClientApp many times in one process (every round in a deployme
 every hospital in turn inside a simulation actor). Rebuilding a Keras model, recompiling
 and retracing per message costs more than the training itself, so trainers are kept per
 (architecture, input shape, classes) and site data per data source.
+
+Site data are kept for the :data:`MAX_CACHED_SITES` most recently served hospitals: a
+deployed SuperNode serves one, a simulation process serves every hospital the
+Simulation Engine routes to it, which with thousands of virtual hospitals would otherwise
+keep every one it ever served (benchmarks/scale.py: +27 MiB per round at 1,000 hospitals).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 from client.training import LocalTrainer
 from common.data.schema import DataSpec, SiteData
 from common.models import build_model
 
+MAX_CACHED_SITES = 64
+
 
 class ProcessCache:
-    def __init__(self) -> None:
+    def __init__(self, max_sites: int = MAX_CACHED_SITES) -> None:
         self._trainers: dict[Hashable, LocalTrainer] = {}
-        self._sites: dict[Hashable, SiteData] = {}
+        self._sites: OrderedDict[Hashable, SiteData] = OrderedDict()
+        self._max_sites = max_sites
 
     def trainer(self, model_name: str, spec: DataSpec) -> LocalTrainer:
         key = (model_name, spec.input_shape, spec.num_classes)
@@ -27,9 +36,15 @@ class ProcessCache:
         return self._trainers[key]
 
     def site(self, key: Hashable, load: Callable[[], SiteData]) -> SiteData:
-        if key not in self._sites:
-            self._sites[key] = load()
-        return self._sites[key]
+        """The cached site for ``key`` (loading it if needed); the least recently used
+        site is dropped once more than ``max_sites`` are held."""
+        if key in self._sites:
+            self._sites.move_to_end(key)
+            return self._sites[key]
+        site = self._sites[key] = load()
+        while len(self._sites) > self._max_sites:
+            self._sites.popitem(last=False)
+        return site
 
     def clear(self) -> None:
         self._trainers.clear()

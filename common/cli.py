@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from common.errors import FedclinicError
 
 # subcommand -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "report": ("server.report_cli", "write report.md with plots for a run directory"),
+    "pki": ("common.pki_cli", "create the CA, the SuperLink certificate and SuperNode keys"),
+    "site": ("client.site_cli", "tools for a hospital's site: `site check DATA_PATH`"),
+    "deploy": ("simulations.deploy_cli", "run a real TLS + authenticated federation locally"),
+}
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -65,6 +65,21 @@ class FederationConfig(_Settings):
     num_malicious_nodes: int = Field(ge=0)
     num_nodes_to_select: int = Field(ge=1)
     run_dir: str
+    resume: bool
+    node_wait_timeout: float = Field(gt=0.0)
+    max_update_norm: float = Field(ge=0.0)
+    central_eval_path: str
+    checkpoints_keep: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _resume_needs_run_dir(self) -> FederationConfig:
+        if self.resume and not self.run_dir:
+            raise ValueError(
+                invalid_value(
+                    "run-dir", "the directory of the run to continue when `resume` is true", ""
+                )
+            )
+        return self
 
 
 class TrainConfig(_Settings):

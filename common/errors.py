@@ -15,6 +15,10 @@ class ConfigError(FedclinicError):
     """A configuration value is missing or invalid."""
 
 
+class RunError(FedclinicError):
+    """The federation cannot continue: too few hospitals, a checkpoint that does not fit, ..."""
+
+
 class DataError(FedclinicError):
     """A hospital's data is unreadable or fails validation.
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from logging import ERROR, INFO
 from pathlib import Path
+from typing import Any
 
 import keras
 from flwr.app import ArrayRecord, Context
@@ -12,41 +12,131 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import AppConfig, parse_app_config
-from common.errors import FedclinicError
+from common.errors import ConfigError, FedclinicError, invalid_value
 from common.models import build_model
+from server.central_eval import CentralEvaluator, load_central_split
+from server.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    check_fit,
+    fit_of,
+    latest_checkpoint,
+    list_checkpoints,
+    restore_rng_state,
+    restore_strategy_state,
+    rng_state,
+    save_checkpoint,
+    strategy_state,
+)
 from server.loop import run_federation
 from server.run_dir import RunDirectory, resolve_run_dir
 from server.strategies import build_strategy
+from server.validation import ValidatingStrategy
 
 
 def run(grid: Grid, context: Context) -> None:
-    """Entry point: parse the run config once, then federate; config errors end the run."""
+    """Entry point: parse the run config once, then federate.
+
+    A config or run error is logged as one line and raised, so Flower marks the run as
+    failed (a ``sys.exit`` in the ServerApp thread of a simulation would be swallowed
+    and the run reported as completed).
+    """
     try:
         config = parse_app_config(dict(context.run_config))
     except FedclinicError as err:
         log(ERROR, "%s", err)
-        sys.exit(2)
+        raise
     federate(grid, config, dict(context.run_config), Path.cwd())
 
 
-def federate(grid: Grid, config: AppConfig, resolved: dict[str, object], cwd: Path) -> Path:
-    run_dir = RunDirectory(
-        resolve_run_dir(config.federation.run_dir, config.federation.strategy, cwd)
-    )
+def resume(
+    run_dir: RunDirectory, config: AppConfig, strategy: ValidatingStrategy, arrays: ArrayRecord
+) -> tuple[ArrayRecord, int]:
+    """The global arrays and first round to run; restores strategy, history and RNG."""
+    for stale in (run_dir.path / CHECKPOINT_DIR).glob(".round-*"):
+        stale.unlink(missing_ok=True)  # temporaries of a write that was killed
+    found = latest_checkpoint(run_dir.path)
+    if found is None:
+        log(INFO, "[fedclinic] resume: no checkpoint in %s; starting at round 1", run_dir.path)
+        run_dir.restore([])
+        return arrays, 1
+    path, checkpoint = found
+    check_fit(path, checkpoint, config, arrays)
+    restore_strategy_state(strategy, checkpoint.strategy_state)
+    restore_rng_state(checkpoint.rng)
+    run_dir.restore(checkpoint.rounds)
+    log(INFO, "[fedclinic] resuming after round %d from %s", checkpoint.server_round, path)
+    return checkpoint.arrays, checkpoint.server_round + 1
+
+
+def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path) -> Path:
+    fed = config.federation
+    run_dir = RunDirectory(resolve_run_dir(fed.run_dir, fed.strategy, cwd))
+    if not fed.resume and list_checkpoints(run_dir.path):
+        raise ConfigError(
+            invalid_value(
+                "run-dir",
+                "a directory without checkpoints when `resume` is false "
+                "(set `resume=true` to continue that run)",
+                str(run_dir.path),
+            )
+        )
     run_dir.create()
     run_dir.write_config(resolved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
 
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model, config.data.spec())
-    final = run_federation(
-        grid, build_strategy(config), ArrayRecord(model.get_weights()), config, run_dir
-    )
+    strategy = ValidatingStrategy(build_strategy(config), fed.max_update_norm, fed.min_train_nodes)
+    arrays, first_round = ArrayRecord(model.get_weights()), 1
+    try:
+        split = load_central_split(config)
+        evaluator = (
+            CentralEvaluator(build_model(config.model, config.data.spec()), split)
+            if split is not None
+            else None
+        )
+        if fed.resume:  # after every model is built: restoring the RNG state comes last
+            arrays, first_round = resume(run_dir, config, strategy, arrays)
+
+        def on_round_done(server_round: int, new: ArrayRecord, record: dict[str, Any]) -> None:
+            checkpoint = Checkpoint(
+                server_round=server_round,
+                arrays=new,
+                strategy_state=strategy_state(strategy),
+                rounds=[*run_dir.rounds, record],
+                rng=rng_state(),
+                fit=fit_of(config),
+            )
+            save_checkpoint(run_dir.path, checkpoint, fed.checkpoints_keep)
+            run_dir.add_round(record)
+
+        final = run_federation(
+            grid, strategy, arrays, config, first_round, on_round_done, evaluator
+        )
+    except Exception as err:
+        message = str(err) if isinstance(err, FedclinicError) else f"{type(err).__name__}: {err}"
+        log(ERROR, "[fedclinic] %s", message)
+        run_dir.finish("failed", message)
+        write_report_logged(run_dir.path)
+        raise
     model.set_weights(final.to_numpy_ndarrays())
     saved = run_dir.save_model(model)
+    run_dir.finish("completed")
+    write_report_logged(run_dir.path)
     log(INFO, "[fedclinic] final model: %s", saved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
     return run_dir.path
+
+
+def write_report_logged(run_dir: Path) -> None:
+    """Write the run report; a failure to plot must not hide the run's own outcome."""
+    from server.report import write_report
+
+    try:
+        log(INFO, "[fedclinic] report: %s", write_report(run_dir))
+    except Exception as err:  # the model and metrics are already saved
+        log(ERROR, "[fedclinic] report not written (%s); run `fedclinic report %s`", err, run_dir)
 
 
 app = ServerApp()

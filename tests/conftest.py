@@ -1,9 +1,19 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+
+from tests.factories import E2E_HOSPITALS, E2E_OVERRIDES, central_set
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -15,3 +25,31 @@ def task_identity() -> Iterator[None]:
     TaskIdentity.node_id = 1
     yield
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = previous
+
+
+@pytest.fixture(scope="session")
+def simulation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One uninterrupted real simulation (with central evaluation) and its overrides.
+
+    Its run directory is ``<out>/run``; ``<out>/replies.jsonl`` records every reply.
+    """
+    out = tmp_path_factory.mktemp("e2e")
+    overrides = {**E2E_OVERRIDES, "central-eval-path": str(central_set(out / "central.npz"))}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "tests/e2e_simulation.py",
+            str(out),
+            str(E2E_HOSPITALS),
+            json.dumps(overrides),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return out, overrides

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,31 @@ def data_spec(classes: int = 2, size: int = 28, channels: int = 1) -> DataSpec:
 def random_images(n: int, size: int = 28, channels: int = 1, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.random((n, size, size, channels), dtype=np.float32)
+
+
+# The real simulation several e2e tests share (3 hospitals x 2 rounds, through Ray).
+E2E_HOSPITALS = 3
+E2E_OVERRIDES: dict[str, Any] = {
+    "num-server-rounds": 2,
+    "model": "cnn-small",
+    "synthetic-examples": 150,
+    "min-available-nodes": 3,
+    "min-train-nodes": 3,
+    "min-evaluate-nodes": 3,
+}
+
+
+def central_set(path: Path) -> Path:
+    """A MedMNIST-style .npz held by the coordinator, from a hospital no node simulates."""
+    from common.data.synthetic import synthetic_site
+
+    site = synthetic_site(7, 99, 80, app_config().data.spec())
+    as_uint8 = (site.test.images[..., 0] * 255).round().astype(np.uint8)
+    np.savez(
+        path,
+        train_images=as_uint8,
+        train_labels=site.test.labels,
+        test_images=as_uint8,
+        test_labels=site.test.labels.reshape(-1, 1),
+    )
+    return path

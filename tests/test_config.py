@@ -34,6 +34,12 @@ def test_declared_defaults_parse() -> None:
         ("class-names", "normal", "Invalid value for `class-names`. Expected a string listing at least two comma-separated names. Received: 'normal'"),
         ("dataset", "medmnist", "Invalid value for `data-path`. Expected a path to the data when `dataset` is 'medmnist'. Received: ''"),
         ("seed", -3, "Invalid value for `seed`. Expected an integer ≥ 0. Received: -3"),
+        ("resume", "yes", "Invalid value for `resume`. Expected true or false. Received: 'yes'"),
+        ("resume", True, "Invalid value for `run-dir`. Expected the directory of the run to continue when `resume` is true. Received: ''"),
+        ("node-wait-timeout", 0.0, "Invalid value for `node-wait-timeout`. Expected a number > 0.0. Received: 0.0"),
+        ("max-update-norm", -1.0, "Invalid value for `max-update-norm`. Expected a number ≥ 0.0. Received: -1.0"),
+        ("checkpoints-keep", 0, "Invalid value for `checkpoints-keep`. Expected an integer ≥ 1. Received: 0"),
+        ("central-eval-path", 3, "Invalid value for `central-eval-path`. Expected a string. Received: 3"),
     ],
 )  # fmt: skip
 def test_invalid_value_names_key_expected_and_received(key: str, value: Any, message: str) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +12,11 @@ import pytest
 from client.training import LocalTrainer
 from common.models import build_model
 from simulations.hospitals import simulated_hospital
-from tests.factories import app_config
+from tests.factories import E2E_HOSPITALS, E2E_OVERRIDES, app_config
 
-ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES: dict[str, Any] = {
-    "num-server-rounds": 2,
-    "model": "cnn-small",
-    "synthetic-examples": 150,
-    "min-available-nodes": 3,
-    "min-train-nodes": 3,
-    "min-evaluate-nodes": 3,
-}
-HOSPITALS = 3
-
-
-@pytest.fixture(scope="module")
-def simulation(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "tests/e2e_simulation.py",
-            str(out),
-            str(HOSPITALS),
-            json.dumps(OVERRIDES),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return out
+OVERRIDES = E2E_OVERRIDES
+HOSPITALS = E2E_HOSPITALS
+Simulation = tuple[Path, dict[str, Any]]
 
 
 def untrained_accuracy() -> float:
@@ -67,26 +34,27 @@ def untrained_accuracy() -> float:
 
 
 @pytest.mark.e2e
-def test_federation_learns(simulation: Path) -> None:
-    rounds = json.loads((simulation / "run" / "metrics.json").read_text())["rounds"]
+def test_federation_learns(simulation: Simulation) -> None:
+    out, _ = simulation
+    rounds = json.loads((out / "run" / "metrics.json").read_text())["rounds"]
 
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(len(r["nodes"]["train"]) == HOSPITALS for r in rounds)
     assert rounds[-1]["evaluate"]["accuracy"] > untrained_accuracy() + 0.1
-    assert keras.models.load_model(simulation / "run" / "model.keras").output_shape == (None, 2)
+    assert keras.models.load_model(out / "run" / "model.keras").output_shape == (None, 2)
 
 
 @pytest.mark.e2e
-def test_run_directory_holds_resolved_config(simulation: Path) -> None:
-    config = json.loads((simulation / "run" / "config.json").read_text())
+def test_run_directory_holds_resolved_config(simulation: Simulation) -> None:
+    config = json.loads((simulation[0] / "run" / "config.json").read_text())
 
     assert config["num-server-rounds"] == 2
     assert config["model"] == "cnn-small"
 
 
 @pytest.mark.e2e
-def test_every_reply_is_weights_and_scalar_metrics(simulation: Path) -> None:
-    lines = (simulation / "replies.jsonl").read_text().splitlines()
+def test_every_reply_is_weights_and_scalar_metrics(simulation: Simulation) -> None:
+    lines = (simulation[0] / "replies.jsonl").read_text().splitlines()
     replies = [json.loads(line) for line in lines]
 
     assert len(replies) == 2 * HOSPITALS * 2  # train + evaluate, every hospital, every round

@@ -1,0 +1,104 @@
+"""``fedclinic site check DATA_PATH``: is this hospital's data ready for the federation?
+
+The data contract (class names, image size, channels, minimum size) defaults to the one
+declared in the app manifest (fedclinic's pyproject.toml, or --manifest: e.g. the copy a
+SuperNode installed under $FLWR_HOME/apps/); the options below override it.
+Exit code 0 when the data passes, 1 when any problem is found. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "site",
+        help="tools for a hospital's site",
+        description="Tools for a hospital's site.",
+    )
+    commands = parser.add_subparsers(dest="site_command", metavar="SITE_COMMAND", required=True)
+    check = commands.add_parser(
+        "check",
+        help="validate a site's data as the ClientApp will, and summarise it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("data_path", metavar="DATA_PATH", type=Path, help="image folder or .npz")
+    check.add_argument("--site-name", help="name shown in messages (default: the folder name)")
+    check.add_argument("--class-names", help="comma-separated, e.g. normal,pneumonia")
+    check.add_argument("--image-size", type=int, help="pixels per side the model expects")
+    check.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (colour)")
+    check.add_argument("--min-examples", type=int, help="fewest train and held-out images")
+    check.add_argument("--holdout-fraction", type=float, help="held-out share without test/")
+    check.add_argument("--seed", type=int, help="seeds the held-out split")
+    check.add_argument("--manifest", type=Path, help="the app's pyproject.toml")
+    check.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from client.site_check import check_site
+
+    config = _data_config(args)
+    path = args.data_path.expanduser().resolve()
+    name = args.site_name or path.stem
+    report = check_site(path, config.data.spec(), name, config.data.holdout_fraction, config.seed)
+    _print_report(report, Console(soft_wrap=True), Console(stderr=True, soft_wrap=True))
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _data_config(args: argparse.Namespace) -> Any:
+    from common.config import declared_defaults, parse_app_config, project_root
+    from common.errors import ConfigError, invalid_value
+
+    manifest = args.manifest or project_root() / "pyproject.toml"
+    if not manifest.is_file():
+        raise ConfigError(invalid_value("--manifest", "the app's pyproject.toml", str(manifest)))
+    values = declared_defaults(manifest)
+    for key in ("class_names", "image_size", "channels", "min_examples", "holdout_fraction"):
+        if getattr(args, key) is not None:
+            values[key.replace("_", "-")] = getattr(args, key)
+    if args.seed is not None:
+        values["seed"] = args.seed
+    return parse_app_config(values)
+
+
+def _print_report(report: Any, out: Any, err: Any) -> None:
+    from rich.table import Table
+
+    spec = report.spec
+    out.print(f"[bold]Site[/bold] {report.site_name}: {report.path}")
+    out.print(
+        f"Expected: classes {', '.join(spec.class_names)}; "
+        f"{spec.image_size}x{spec.image_size}x{spec.channels}; "
+        f"at least {spec.min_examples} train and held-out images"
+    )
+    if report.splits:
+        table = Table(*["split", *spec.class_names, "total", "shape", "values"])
+        for split in report.splits:
+            low, high = split.value_range
+            table.add_row(
+                split.name,
+                *[str(split.per_class[name]) for name in spec.class_names],
+                str(split.examples),
+                "x".join(str(d) for d in split.shape),
+                f"{low:.3g}..{high:.3g}",
+            )
+        out.print(table)
+    if report.ok:
+        out.print("[green]OK[/green]: the federation will accept this data.")
+        return
+    err.print(
+        f"[red]{len(report.problems)} problem(s)[/red] in {report.path}:",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for problem in report.problems:
+        err.print(f"- {problem}", markup=False, highlight=False, soft_wrap=True)

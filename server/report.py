@@ -1,0 +1,171 @@
+"""``report.md`` with PNG plots: a run explained without reading its logs.
+
+Built only from the run directory (``config.json``, ``metrics.json``), so the same
+function serves the end of every run and ``fedclinic report RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError, invalid_value
+from common.files import atomic_path
+from server.report_plots import plot_confusion, plot_global, plot_hospitals, plot_participation
+from server.run_dir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
+
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+SETTINGS = (
+    "strategy",
+    "model",
+    "dataset",
+    "num-server-rounds",
+    "min-train-nodes",
+    "round-timeout",
+    "node-wait-timeout",
+    "max-update-norm",
+    "central-eval-path",
+    "seed",
+)
+ROUND_COLUMNS = ("loss", "accuracy", "auc", "sensitivity", "specificity")
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config.json`` and ``metrics.json`` of a run directory."""
+    metrics_file = run_dir / METRICS_FILE
+    if not metrics_file.is_file():
+        raise ConfigError(
+            invalid_value("RUN_DIR", "a run directory containing metrics.json", str(run_dir))
+        )
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    config_file = run_dir / CONFIG_FILE
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    return config, metrics
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _counts(record: dict[str, Any]) -> dict[str, int]:
+    statuses = [node["status"] for node in record["nodes"]["train"].values()]
+    return {s: statuses.count(s) for s in ("ok", "failed", "timeout", "rejected")} | {
+        "sampled": len(statuses)
+    }
+
+
+def _status_lines(config: dict[str, Any], metrics: dict[str, Any], run_dir: Path) -> list[str]:
+    rounds, outcome = metrics["rounds"], metrics.get("outcome", {"status": "unknown"})
+    planned = config.get("num-server-rounds", "?")
+    done = rounds[-1]["round"] if rounds else 0
+    lines = [f"**Status: {outcome['status']}** — {done} of {planned} rounds recorded."]
+    if outcome.get("message"):
+        lines.append(f"\n> {outcome['message']}")
+    model = run_dir / MODEL_FILE
+    lines.append(
+        f"\nFinal model: `{MODEL_FILE}`" if model.is_file() else "\nNo final model was saved."
+    )
+    return lines
+
+
+def _final_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    if not rounds:
+        return ["No round completed."]
+    last = rounds[-1]
+    header = ["metric", "hospitals (held-out data)"]
+    central = last.get("central")
+    if central is not None:
+        header.append("central set")
+    rows = [
+        [key, _num(last["evaluate"].get(key))]
+        + ([_num(central.get(key))] if central is not None else [])
+        for key in ROUND_COLUMNS
+    ]
+    return [f"After round {last['round']}:", "", *_table(header, rows)]
+
+
+def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    header = ["round", "seconds", "trained", "failed", "timed out", "rejected"]
+    header += [f"eval {k}" for k in ("loss", "accuracy", "auc")] + ["central accuracy"]
+    rows = []
+    for r in rounds:
+        c = _counts(r)
+        rows.append(
+            [str(r["round"]), _num(r.get("seconds")), f"{c['ok']}/{c['sampled']}"]
+            + [str(c[s]) for s in ("failed", "timeout", "rejected")]
+            + [_num(r["evaluate"].get(k)) for k in ("loss", "accuracy", "auc")]
+            + [_num((r.get("central") or {}).get("accuracy"))]
+        )
+    return _table(header, rows)
+
+
+def _problem_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"- round {r['round']}, {phase}, node {node}: **{outcome['status']}** — "
+        f"{outcome.get('reason', '')}"
+        for r in rounds
+        for phase in ("train", "evaluate")
+        for node, outcome in r["nodes"][phase].items()
+        if outcome["status"] != "ok"
+    ]
+    return lines or ["Every sampled hospital replied with a valid result in every round."]
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for the run in ``run_dir``; return the report."""
+    config, metrics = read_run(run_dir)
+    rounds = metrics["rounds"]
+    plots = run_dir / PLOTS_DIR
+    images: list[tuple[str, Path]] = []
+    if rounds:
+        images += [
+            ("Global model per round", plot_global(rounds, plots / "global.png")),
+            ("Each hospital per round", plot_hospitals(rounds, plots / "hospitals.png")),
+            ("Participation per round", plot_participation(rounds, plots / "participation.png")),
+        ]
+        central = rounds[-1].get("central")
+        if central is not None:
+            names = str(config.get("class-names", "")).split(",")
+            image = plot_confusion(central["confusion-matrix"], names, plots / "confusion.png")
+            images.append(("Confusion matrix on the central set (final round)", image))
+    settings = [[f"`{key}`", f"`{config[key]!r}`"] for key in SETTINGS if key in config]
+    lines = [
+        "# fedclinic run report",
+        "",
+        f"Run directory: `{run_dir}`",
+        "",
+        *_status_lines(config, metrics, run_dir),
+        "",
+        "## Settings",
+        "",
+        *_table(["setting", "value"], settings),
+        "",
+        "## Final global model",
+        "",
+        *_final_lines(rounds),
+        "",
+        "## Plots",
+        "",
+        *[f"### {title}\n\n![{title}]({PLOTS_DIR}/{path.name})\n" for title, path in images],
+        "## Rounds",
+        "",
+        *_round_lines(rounds),
+        "",
+        "## Failures, time-outs and rejected updates",
+        "",
+        *_problem_lines(rounds),
+        "",
+    ]
+    target = run_dir / REPORT_FILE
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    return target

@@ -1,0 +1,197 @@
+"""``fedclinic deploy local``: a real TLS + authenticated federation on this machine.
+
+Creates a PKI and a synthetic image folder per site in a work directory, starts a
+SuperLink and one SuperNode per site on 127.0.0.1 with the commands of
+docs/deployment.md, registers every site's key, runs the app with ``flwr run``, prints
+the run directory and stops every process (also on Ctrl-C or failure). The work
+directory (PKI, data, logs, run) is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # light modules, but only the chosen subcommand is imported at run time
+    from rich.console import Console
+
+    from common.config import AppConfig
+    from simulations.deploy_local import LocalFederation, RunResult
+    from simulations.processes import Started
+
+DEFAULT_EXAMPLES = 60
+DEFAULT_TIMEOUT = 900.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a local deployment did: the run, the registered node IDs, its processes."""
+
+    result: RunResult
+    node_ids: dict[str, int]
+    extra: list[Started]  # started by ``before_run``
+    processes: list[Started]  # every process started, all stopped by now
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    sites: int
+    rounds: int
+    examples: int
+    workdir: Path
+    timeout: float
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "deploy",
+        help="run a real TLS + authenticated federation on this machine",
+        description="Deployments.",
+    )
+    commands = parser.add_subparsers(dest="deploy_command", metavar="DEPLOY_COMMAND", required=True)
+    local = commands.add_parser(
+        "local",
+        help="SuperLink + one SuperNode per synthetic site on 127.0.0.1",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    local.add_argument("--sites", type=int, default=3, help="hospitals (SuperNodes)")
+    local.add_argument("--rounds", type=int, default=2, help="federation rounds")
+    local.add_argument(
+        "--examples", type=int, default=DEFAULT_EXAMPLES, help="mean training images per site"
+    )
+    local.add_argument("--workdir", type=Path, help="work directory (default: a new temp dir)")
+    local.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds the run may take"
+    )
+    local.set_defaults(handler=run_local)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    options = _options(args)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        deploy_local(options, Console(highlight=False, soft_wrap=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _options(args: argparse.Namespace) -> DeployOptions:
+    """Check the command line; one Keras-style line per mistake."""
+    from common.config import project_root
+    from common.errors import ConfigError, invalid_value
+
+    for flag, value in (("--sites", args.sites), ("--rounds", args.rounds)):
+        if value < 1:
+            raise ConfigError(invalid_value(flag, "an integer ≥ 1", value))
+    if args.examples < 1:
+        raise ConfigError(invalid_value("--examples", "an integer ≥ 1", args.examples))
+    if args.timeout <= 0:
+        raise ConfigError(invalid_value("--timeout", "a number > 0", args.timeout))
+    app = project_root()
+    if not (app / "pyproject.toml").is_file():  # `flwr run` builds the app from its folder
+        raise ConfigError(invalid_value("app folder", "a folder with pyproject.toml", str(app)))
+    if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
+        raise ConfigError(invalid_value("--workdir", "a new or empty directory", str(args.workdir)))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fedclinic-deploy-"))
+    return DeployOptions(args.sites, args.rounds, args.examples, workdir, args.timeout)
+
+
+def deploy_local(
+    options: DeployOptions,
+    console: Console,
+    before_run: Callable[[LocalFederation], list[Started]] | None = None,
+) -> Deployment:
+    """The whole local deployment; ``before_run(federation)`` may start more nodes (tests)."""
+    from simulations.deploy_local import (
+        LocalFederation,
+        app_config,
+        deployment_env,
+        federation_config,
+    )
+    from simulations.processes import Supervisor
+
+    started_at = time.monotonic()
+    workdir = options.workdir.resolve()
+    names = [f"site-{i + 1}" for i in range(options.sites)]
+    run_config = federation_config(options.sites, options.rounds, options.examples, workdir / "run")
+    config = app_config(run_config)
+    console.print(f"[bold]fedclinic deploy local[/bold]: work directory {workdir}")
+    with Supervisor(deployment_env(), workdir / "logs") as supervisor:
+        federation = LocalFederation(workdir, supervisor)
+        keys = federation.create_pki(names)
+        _ok(console, f"PKI: CA, SuperLink certificate, {len(keys)} site keys in {workdir}/pki")
+        data = [_site_data(workdir, config, i, name) for i, name in enumerate(names)]
+        _ok(console, f"synthetic data for {len(data)} sites checked with `fedclinic site check`")
+        federation.start_superlink()
+        _ok(console, f"SuperLink on https://{federation.address} (TLS, SuperNode auth, database)")
+        node_ids: dict[str, int] = {}
+        for site_keys in keys:
+            node_ids[site_keys.name] = federation.register(site_keys)
+            _ok(console, f"registered {site_keys.name}'s key: node {node_ids[site_keys.name]}")
+        nodes = [
+            federation.start_supernode(k.name, k.private_key, federation.pki.ca_cert, path)
+            for k, path in zip(keys, data, strict=True)
+        ]
+        _ok(console, f"{len(nodes)} SuperNodes started (TLS, authenticated)")
+        extra = before_run(federation) if before_run else []
+        console.print(f"[bold]flwr run[/bold] {options.rounds} round(s) on {options.sites} sites")
+        result = federation.run(
+            run_config, options.timeout, watch=[*nodes], on_line=_progress(console)
+        )
+        console.print("stopping every process ...")
+    total = time.monotonic() - started_at
+    rounds = ", ".join(f"{s:.1f}" for s in result.round_seconds)
+    _ok(console, f"run directory: {result.run_dir}")
+    console.print(
+        f"wall time {total:.1f} s (flwr run {result.seconds:.1f} s; rounds {rounds} s); "
+        f"logs in {workdir / 'logs'}"
+    )
+    return Deployment(result, node_ids, extra, list(supervisor.started), total)
+
+
+def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Path:
+    """Write hospital ``hospital``'s synthetic images as a folder and check them."""
+    from client.site_check import check_site
+    from common.data.folder import write_image_folder
+    from common.data.synthetic import synthetic_site
+    from simulations.processes import DeployError
+
+    spec = config.data.spec()
+    site = synthetic_site(config.seed, hospital, config.data.synthetic_examples, spec)
+    root = workdir / "sites" / name / "data"
+    write_image_folder(root, {"train": site.train, "test": site.test}, spec.class_names)
+    report = check_site(root, spec, name, config.data.holdout_fraction, config.seed)
+    if not report.ok:
+        raise DeployError(f"Generated data of {name} failed its check: {report.problems[0]}")
+    return root
+
+
+def _progress(console: Console) -> Callable[[str], None]:
+    def show(line: str) -> None:
+        plain = _ANSI.sub("", line)
+        if "[fedclinic]" in plain or plain.startswith("ERROR"):
+            console.print(f"  {plain.split('[fedclinic]')[-1].strip()}", markup=False)
+
+    return show
+
+
+def _ok(console: Console, text: str) -> None:
+    console.print(f"[green]✓[/green] {text}")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

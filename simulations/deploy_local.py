@@ -1,0 +1,224 @@
+"""A real deployment on one machine: a TLS SuperLink with SuperNode authentication, one
+authenticated SuperNode per synthetic hospital, and a run launched with ``flwr run``.
+
+The same commands as ``docs/deployment.md``, on 127.0.0.1 with free ports. Everything
+lives under one work directory, kept after the run::
+
+    pki/                 CA, SuperLink certificate, sites/<name>.key|.pub
+    coordinator/         the SuperLink's database and Flower home (``flwr`` connection)
+    sites/<name>/data/   a synthetic image folder per hospital; sites/<name>/flwr-home/
+    logs/                one log per process; run/ the run directory
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.config import AppConfig, declared_defaults, parse_app_config, project_root
+from common.pki import PkiPaths, SiteKeys, add_site, init_pki
+from simulations.processes import LOOPBACK, DeployError, Started, Supervisor, free_port
+from simulations.processes import wait_for_port as _wait_for_port
+
+CONNECTION = "fedclinic-local"
+START_TIMEOUT = 60.0
+REGISTER_TIMEOUT = 60.0
+# Flower helpers must come from this interpreter's environment, offline and quiet.
+OFFLINE_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    seconds: float
+    round_seconds: list[float]
+    log: Path
+
+
+def deployment_env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, **OFFLINE_ENV, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def flower_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def run_config_overrides(values: dict[str, Any]) -> str:
+    """``--run-config`` text: ``key=value`` pairs, strings quoted as TOML strings."""
+    return " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
+class LocalFederation:
+    """One coordinator and its hospitals, each piece started on request."""
+
+    def __init__(self, workdir: Path, supervisor: Supervisor) -> None:
+        self.workdir = workdir.resolve()
+        self.supervisor = supervisor
+        self.pki = PkiPaths(self.workdir / "pki")
+        self.coordinator = self.workdir / "coordinator"
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.coordinator / "flwr-home"
+
+    def create_pki(self, site_names: list[str]) -> list[SiteKeys]:
+        init_pki(self.pki.root, hosts=("localhost", LOOPBACK))
+        return [add_site(self.pki.root, name) for name in site_names]
+
+    def start_superlink(self) -> Started:
+        """TLS on every API, SuperNode auth, a database file, no dependency installs."""
+        self.port = free_port()
+        self.coordinator.mkdir(parents=True, exist_ok=True)
+        argv = [
+            flower_bin("flower-superlink"),
+            *("--ssl-ca-certfile", str(self.pki.ca_cert)),
+            *("--ssl-certfile", str(self.pki.server_cert)),
+            *("--ssl-keyfile", str(self.pki.server_key)),
+            "--enable-supernode-auth",
+            *("--database", str(self.coordinator / "state.db")),
+            "--disable-runtime-dependency-installation",
+            *("--host", LOOPBACK, "--port", str(self.port)),
+        ]
+        env = {"FLWR_HOME": str(self.flwr_home)}
+        superlink = self.supervisor.start("superlink", argv, cwd=self.coordinator, env=env)
+        _wait_for_port(superlink, self.port, START_TIMEOUT)
+        self._write_connection()
+        return superlink
+
+    def register(self, keys: SiteKeys) -> int:
+        """``flwr supernode register``; returns the node ID the SuperLink assigned."""
+        argv = [flower_bin("flwr"), "supernode", "register", str(keys.public_key), CONNECTION]
+        argv += ["--name", keys.name, "--format", "json"]
+        done = self.supervisor.run(
+            f"register-{keys.name}", argv, self.workdir, self._cli_env(), REGISTER_TIMEOUT
+        )
+        out = done.log_text()
+        try:
+            return int(json.JSONDecoder().raw_decode(out[out.index("{") :])[0]["node-id"])
+        except (ValueError, KeyError) as error:
+            last = " ".join(line.strip() for line in out.strip().splitlines()[-3:])
+            raise DeployError(f"Could not register {keys.name}: {last}") from error
+
+    def start_supernode(
+        self,
+        name: str,
+        key: Path | None,
+        root_certificates: Path | None,
+        data_path: Path | None = None,
+        max_retries: int | None = None,
+    ) -> Started:
+        """A SuperNode; ``root_certificates=None`` means plaintext (``--insecure``)."""
+        home = self.workdir / "sites" / name
+        home.mkdir(parents=True, exist_ok=True)
+        argv = [flower_bin("flower-supernode"), "--superlink", self.address]
+        argv += ["--insecure"] if root_certificates is None else []
+        argv += ["--root-certificates", str(root_certificates)] if root_certificates else []
+        argv += ["--auth-supernode-private-key", str(key)] if key else []
+        if data_path is not None:
+            argv += ["--node-config", f"data-path={json.dumps(str(data_path))} site-name='{name}'"]
+        if max_retries is not None:
+            argv += ["--max-retries", str(max_retries), "--max-wait-time", "30"]
+        argv += ["--host", LOOPBACK, "--port", str(free_port())]
+        env = {"FLWR_HOME": str(home / "flwr-home"), "CUDA_VISIBLE_DEVICES": ""}
+        return self.supervisor.start(f"supernode-{name}", argv, cwd=home, env=env)
+
+    def run(
+        self,
+        run_config: dict[str, Any],
+        timeout: float,
+        watch: list[Started],
+        on_line: Callable[[str], None] = lambda line: None,
+    ) -> RunResult:
+        """``flwr run --stream`` the app; fails if it or a watched process stops early."""
+        run_dir = Path(str(run_config["run-dir"]))
+        argv = [flower_bin("flwr"), "run", str(project_root()), CONNECTION, "--stream"]
+        argv += ["--run-config", run_config_overrides(run_config)]
+        log = self.supervisor.log_dir / "flwr-run.log"
+        started_at = time.monotonic()
+        process = self.supervisor.start("flwr-run", argv, cwd=self.workdir, env=self._cli_env())
+        seen = 0
+        while process.alive():
+            seen = _follow(log, seen, on_line)
+            if time.monotonic() - started_at > timeout:
+                raise DeployError(f"The run did not finish within {timeout:.0f} s. See {log}")
+            if dead := [w for w in watch if not w.alive()]:
+                raise DeployError(f"{dead[0].name} stopped during the run. See {dead[0].log}")
+            time.sleep(0.2)
+        _follow(log, seen, on_line)
+        seconds = time.monotonic() - started_at
+        rounds = _read_rounds(run_dir)
+        if process.popen.returncode != 0 or len(rounds) < int(run_config["num-server-rounds"]):
+            raise DeployError(
+                f"The run ended with code {process.popen.returncode} after {len(rounds)} of "
+                f"{run_config['num-server-rounds']} rounds. See {log} and {run_dir}"
+            )
+        return RunResult(run_dir, seconds, [float(r.get("seconds", 0.0)) for r in rounds], log)
+
+    def _write_connection(self) -> None:
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "{self.address}"\n'
+            f'root-certificates = "{self.pki.ca_cert}"\n',
+            encoding="utf-8",
+        )
+
+    def _cli_env(self) -> dict[str, str]:
+        return {"FLWR_HOME": str(self.flwr_home)}
+
+
+def federation_config(sites: int, rounds: int, examples: int, run_dir: Path) -> dict[str, Any]:
+    """The run config of a local deployment: small model, every site required each round."""
+    return {
+        "num-server-rounds": rounds,
+        "model": "cnn-small",
+        "synthetic-examples": examples,
+        "local-epochs": 1,
+        "min-train-nodes": sites,
+        "min-evaluate-nodes": sites,
+        "min-available-nodes": sites,
+        "run-dir": str(run_dir),
+    }
+
+
+def app_config(overrides: dict[str, Any]) -> AppConfig:
+    return parse_app_config({**declared_defaults(project_root() / "pyproject.toml"), **overrides})
+
+
+def _follow(log: Path, seen: int, on_line: Callable[[str], None]) -> int:
+    """Pass each complete new line of ``log`` to ``on_line``; return the new offset."""
+    if not log.exists():
+        return seen
+    with log.open("rb") as handle:
+        handle.seek(seen)
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        on_line(line)
+    return seen + len(complete)
+
+
+def _read_rounds(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        rounds = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["rounds"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return list(rounds)

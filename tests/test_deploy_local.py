@@ -1,0 +1,228 @@
+"""A real deployment on 127.0.0.1: SuperLink (TLS, SuperNode auth, database), 3 sites.
+
+One federation serves every assertion (each run costs a minute or more on 2 cores): the
+3 registered sites complete 2 rounds while four intruders, started just before the run,
+are refused and never take part.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from common.cli import main
+from common.pki import add_site, init_pki
+from simulations.deploy_cli import Deployment, DeployOptions, deploy_local
+from simulations.deploy_local import LocalFederation, run_config_overrides
+from simulations.processes import Started
+
+SITES, ROUNDS = 3, 2
+
+
+@dataclass(frozen=True)
+class Intruder:
+    """A SuperNode that must be refused, and the line its log must show."""
+
+    name: str
+    start: Callable[[LocalFederation], Started]
+    refusal: str
+
+
+def _unregistered(federation: LocalFederation) -> Started:
+    keys = add_site(federation.pki.root, "intruder")  # made by the CA's owner, never registered
+    return federation.start_supernode(
+        "unregistered", keys.private_key, federation.pki.ca_cert, max_retries=1
+    )
+
+
+def _other_ca(federation: LocalFederation) -> Started:
+    other = init_pki(federation.workdir / "other-pki")
+    site_1 = federation.pki.site("site-1").private_key  # a registered key, the wrong CA
+    return federation.start_supernode("other-ca", site_1, other.ca_cert, max_retries=1)
+
+
+def _plaintext(federation: LocalFederation) -> Started:
+    return federation.start_supernode("plaintext", None, None, max_retries=1)
+
+
+def _plaintext_with_key(federation: LocalFederation) -> Started:
+    site_1 = federation.pki.site("site-1").private_key
+    return federation.start_supernode("plaintext-key", site_1, None, max_retries=1)
+
+
+INTRUDERS = (
+    Intruder("unregistered", _unregistered, "Failed to activate SuperNode."),
+    Intruder("other-ca", _other_ca, "certificate verify failed: unable to get local issuer"),
+    Intruder("plaintext", _plaintext, "Server disconnected without sending a response."),
+    Intruder(
+        "plaintext-key",
+        _plaintext_with_key,
+        "SuperNode authentication requires a secure TLS connection with the SuperLink.",
+    ),
+)
+
+
+def _start_intruders(federation: LocalFederation) -> list[Started]:
+    return [intruder.start(federation) for intruder in INTRUDERS]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    workdir = tmp_path_factory.mktemp("deploy")
+    options = DeployOptions(sites=SITES, rounds=ROUNDS, examples=30, workdir=workdir, timeout=420)
+    with (workdir.parent / f"{workdir.name}.out").open("w") as out:
+        return deploy_local(options, Console(file=out, width=200), before_run=_start_intruders)
+
+
+def _rounds(deployment: Deployment) -> list[dict[str, Any]]:
+    text = (deployment.result.run_dir / "metrics.json").read_text(encoding="utf-8")
+    return list(json.loads(text)["rounds"])
+
+
+@pytest.mark.e2e
+def test_three_authenticated_sites_complete_two_rounds(deployment: Deployment) -> None:
+    # Prepare
+    registered = {str(node) for node in deployment.node_ids.values()}
+
+    # Execute
+    rounds = _rounds(deployment)
+
+    # Assert
+    assert [r["round"] for r in rounds] == [1, 2]
+    for record in rounds:
+        for stage in ("train", "evaluate"):
+            outcomes = record["nodes"][stage]
+            assert set(outcomes) == registered
+            assert {o["status"] for o in outcomes.values()} == {"ok"}
+    assert (deployment.result.run_dir / "model.keras").is_file()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("intruder", INTRUDERS, ids=[i.name for i in INTRUDERS])
+def test_intruder_is_refused(deployment: Deployment, intruder: Intruder) -> None:
+    # Prepare
+    started = next(s for s in deployment.extra if s.name == f"supernode-{intruder.name}")
+
+    # Execute
+    code = started.popen.wait(timeout=5)
+
+    # Assert
+    assert code != 0
+    assert intruder.refusal in started.log_text()
+    assert "SuperNode ID:" not in started.log_text()
+
+
+def _processes_with_flwr_home_under(workdir: Path) -> list[str]:
+    """Live processes whose FLWR_HOME lies in ``workdir``: every Flower process started."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+            command = (environ.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(v.startswith(f"FLWR_HOME={workdir}".encode()) for v in variables):
+            found.append(f"{environ.parent.name}: {command.decode(errors='replace')[:200]}")
+    return found
+
+
+@pytest.mark.e2e
+def test_every_process_is_stopped(deployment: Deployment) -> None:
+    # Prepare
+    workdir = deployment.result.run_dir.parent
+    names = {started.name for started in deployment.processes}
+
+    # Execute
+    alive = _processes_with_flwr_home_under(workdir)
+
+    # Assert
+    assert {"superlink", "flwr-run", *(f"supernode-site-{i}" for i in (1, 2, 3))} <= names
+    assert [s.name for s in deployment.processes if s.popen.poll() is None] == []
+    assert alive == []
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"num-server-rounds": 2}, "num-server-rounds=2"),
+        ({"model": "cnn-small", "seed": 1}, 'model="cnn-small" seed=1'),
+        ({"run-dir": "/tmp/a b"}, 'run-dir="/tmp/a b"'),
+        ({"learning-rate": 0.5}, "learning-rate=0.5"),
+    ],
+)
+def test_run_config_overrides(values: dict[str, Any], expected: str) -> None:
+    assert run_config_overrides(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sites", "0"], "Invalid value for `--sites`. Expected an integer ≥ 1. Received: 0"),
+        (["--rounds", "0"], "Invalid value for `--rounds`. Expected an integer ≥ 1. Received: 0"),
+        (
+            ["--examples", "0"],
+            "Invalid value for `--examples`. Expected an integer ≥ 1. Received: 0",
+        ),
+        (["--timeout", "0"], "Invalid value for `--timeout`. Expected a number > 0. Received: 0.0"),
+    ],
+)
+def test_deploy_local_refuses_bad_options(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["deploy", "local", *argv])
+
+    assert code == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_deploy_local_refuses_a_used_workdir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    (tmp_path / "something").write_text("x")
+
+    # Execute
+    code = main(["deploy", "local", "--workdir", str(tmp_path)])
+
+    # Assert
+    assert code == 1
+    expected = (
+        "error: Invalid value for `--workdir`. Expected a new or empty directory. "
+        f"Received: '{tmp_path}'\n"
+    )
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_stops_every_process(tmp_path: Path, sig: signal.Signals) -> None:
+    # Prepare
+    workdir = tmp_path / "work"
+    argv = [sys.executable, "-m", "common.cli", "deploy", "local", "--workdir", str(workdir)]
+    command = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert command.stdout is not None
+        for line in command.stdout:
+            if "SuperNodes started" in line:
+                break
+
+        # Execute
+        command.send_signal(sig)
+        _, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+
+    # Assert
+    assert command.returncode == 130
+    assert err.endswith("interrupted\n")
+    assert _processes_with_flwr_home_under(workdir) == []

@@ -1,0 +1,190 @@
+"""The round loop and resume, in-process against a fake grid (no Ray, no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+
+from common.config import parse_app_config
+from common.errors import ConfigError, RunError
+from server.app import federate, run
+from server.loop import run_round, short_reason
+from server.strategies import build_strategy
+from server.validation import ValidatingStrategy
+from tests.factories import app_config, run_config
+from tests.fake_grid import Behaviour, FakeGrid
+
+
+def answers(offset: float) -> Behaviour:
+    """A hospital that moves every weight by ``offset`` and reports fixed metrics."""
+
+    def behaviour(request: Message) -> Message:
+        if request.metadata.message_type == "train":
+            received = request.content.array_records["arrays"].to_numpy_ndarrays()
+            moved = [(a + np.float32(offset)).astype(a.dtype) for a in received]
+            metrics = MetricRecord({"num-examples": 10, "loss": 0.5, "accuracy": 0.75})
+            content = RecordDict({"arrays": ArrayRecord(moved), "metrics": metrics})
+        else:
+            metrics = MetricRecord({"num-examples": 5, "loss": offset, "accuracy": 0.5})
+            content = RecordDict({"metrics": metrics})
+        return Message(content=content, reply_to=request)
+
+    return behaviour
+
+
+def crashes(request: Message) -> Message:
+    return Message(
+        Error(0, "\x1b[36mray::run\x1b[39m\nTraceback ...\nValueError: bad data"), reply_to=request
+    )
+
+
+def sends_nan(request: Message) -> Message:
+    reply = answers(1.0)(request)
+    if request.metadata.message_type == "train":
+        arrays = reply.content.array_records["arrays"].to_numpy_ndarrays()
+        arrays[0][...] = np.nan
+        reply.content["arrays"] = ArrayRecord(arrays)
+    return reply
+
+
+def silent(request: Message) -> None:
+    return None
+
+
+def strategy_for(**overrides: Any) -> tuple[ValidatingStrategy, Any]:
+    config = app_config(**overrides)
+    fed = config.federation
+    return ValidatingStrategy(
+        build_strategy(config), fed.max_update_norm, fed.min_train_nodes
+    ), config
+
+
+def start() -> ArrayRecord:
+    return ArrayRecord([np.zeros((2, 2), np.float32), np.ones(3, np.float32)])
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_round_aggregates_the_valid_updates_and_records_every_node() -> None:
+    grid = FakeGrid({1: answers(1.0), 2: answers(3.0), 3: crashes, 4: sends_nan, 5: silent})
+    strategy, config = strategy_for(min_train_nodes=2, min_available_nodes=5, round_timeout=7.0)
+
+    outcome = run_round(grid, strategy, start(), 1, config)
+
+    got = outcome.arrays.to_numpy_ndarrays()
+    np.testing.assert_allclose(got[0], np.full((2, 2), 2.0))  # mean of +1 and +3
+    record = outcome.record
+    assert record["participation"] == {
+        "sampled": 5, "ok": 2, "failed": 1, "timeout": 1, "rejected": 1,
+    }  # fmt: skip
+    nodes = record["nodes"]["train"]
+    assert nodes["3"] == {"status": "failed", "reason": "ValueError: bad data"}
+    assert nodes["4"] == {"status": "rejected", "reason": "array 0 contains NaN or Inf"}
+    assert nodes["5"] == {"status": "timeout", "reason": "no reply in time"}
+    assert nodes["1"]["metrics"] == {"num-examples": 10, "loss": 0.5, "accuracy": 0.75}
+    assert record["evaluate"]["loss"] == pytest.approx((1.0 + 3.0 + 1.0) / 3)
+    assert grid.timeouts == [7.0, 7.0]
+
+
+@pytest.mark.parametrize(
+    ("server_round", "remains"),
+    [
+        (4, "The checkpoint of round 3 remains."),
+        (1, "No round completed, so there is no checkpoint."),
+    ],
+)
+@pytest.mark.usefixtures("task_identity")
+def test_too_few_valid_updates_stop_the_run(server_round: int, remains: str) -> None:
+    grid = FakeGrid({1: answers(1.0), 2: crashes, 3: sends_nan})
+    strategy, config = strategy_for(min_train_nodes=2, min_available_nodes=3)
+
+    with pytest.raises(RunError) as caught:
+        run_round(grid, strategy, start(), server_round, config)
+
+    assert str(caught.value) == (
+        f"Round {server_round} stopped the run: 1 of 3 hospitals sent a valid update "
+        f"(1 failed, 0 timed out, 1 rejected); `min-train-nodes` is 2. {remains}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("ValueError: x", "ValueError: x"),
+        ("\x1b[36mray::a\x1b[39m\n  trace\nKeyError: 'k'\n\n", "KeyError: 'k'"),
+        ("", "no reason given"),
+        ("x" * 300, "x" * 199 + "…"),
+    ],
+)
+def test_short_reason(reason: str, expected: str) -> None:
+    assert short_reason(reason) == expected
+
+
+def federate_rounds(tmp_path: Path, rounds: int, resume: bool) -> Path:
+    values = run_config(
+        model="cnn-small",
+        strategy="fedadam",
+        num_server_rounds=rounds,
+        fraction_train=0.5,
+        min_train_nodes=2,
+        run_dir=str(tmp_path / "run"),
+        resume=resume,
+        checkpoints_keep=1,
+    )
+    grid = FakeGrid({node: answers(0.01 * node) for node in range(1, 5)})
+    return federate(grid, parse_app_config(values), values, tmp_path)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_resume_continues_where_the_run_stopped(tmp_path: Path) -> None:
+    straight = federate_rounds(tmp_path / "straight", rounds=3, resume=False)
+    federate_rounds(tmp_path / "split", rounds=2, resume=False)
+
+    resumed = federate_rounds(tmp_path / "split", rounds=3, resume=True)
+
+    rounds = json.loads((resumed / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    expected = json.loads((straight / "metrics.json").read_text())["rounds"]
+    assert [r["nodes"]["train"].keys() for r in rounds] == [
+        r["nodes"]["train"].keys() for r in expected
+    ]  # the same hospitals were sampled: the RNG state was restored
+    for got, want in zip(
+        keras.models.load_model(resumed / "model.keras").get_weights(),
+        keras.models.load_model(straight / "model.keras").get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_finished_run_is_not_overwritten_without_resume(tmp_path: Path) -> None:
+    done = federate_rounds(tmp_path, rounds=1, resume=False)
+    before = (done / "metrics.json").read_text()
+
+    with pytest.raises(ConfigError) as caught:
+        federate_rounds(tmp_path, rounds=2, resume=False)
+
+    assert str(caught.value) == (
+        "Invalid value for `run-dir`. Expected a directory without checkpoints when `resume` "
+        f"is false (set `resume=true` to continue that run). Received: {str(done)!r}"
+    )
+    assert (done / "metrics.json").read_text() == before
+
+
+def test_a_config_error_fails_the_serverapp_instead_of_exiting() -> None:
+    """``sys.exit`` in a simulation's ServerApp thread is swallowed: Flower reports success."""
+    context = Context(
+        run_id=1,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config=run_config(local_epochs=0),
+    )
+
+    with pytest.raises(ConfigError, match="Invalid value for `local-epochs`"):
+        run(FakeGrid({}), context)
