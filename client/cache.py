@@ -1,9 +1,12 @@
 """The one place a client process keeps state: trainers and site data, built once.
 
-Flower may call a ClientApp many times in one process (every round in a deployment;
-every hospital in turn inside a simulation actor). Rebuilding a Keras model, recompiling
-and retracing per message costs more than the training itself, so trainers are kept per
-(architecture, input shape, classes) and site data per data source.
+Inside a simulation, Flower calls the ClientApp many times in one Ray actor process
+(every hospital routed to it, every round). Rebuilding a Keras model, recompiling and
+retracing per message costs more than the training itself, so trainers are kept per
+(architecture, input shape, classes) and site data per data source. A deployed Flower 1.42
+SuperNode starts a fresh ``flwr-clientapp`` process for every message, so there the cache
+lives for one message only (measured in docs/deployment.md's setting: a deployed round is
+dominated by that process start and TensorFlow's import).
 
 Site data are kept for the :data:`MAX_CACHED_SITES` most recently served hospitals: a
 deployed SuperNode serves one, a simulation process serves every hospital the
