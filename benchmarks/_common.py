@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,6 +23,32 @@ def resolve_data(path: str) -> Path:
     """``path`` as an absolute path; relative paths are taken from the repository root."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else (REPO / candidate).resolve()
+
+
+def add_federation_args(parser: argparse.ArgumentParser, rounds: int, out: str) -> None:
+    """The options every MedMNIST benchmark shares: data, split, rounds, model, output."""
+    parser.add_argument("--data", default=DEFAULT_DATA, help="MedMNIST .npz (relative: to repo)")
+    parser.add_argument("--hospitals", type=int, default=10, help="simulated hospitals")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew alpha")
+    parser.add_argument("--rounds", type=int, default=rounds, help="federation rounds")
+    parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
+    parser.add_argument("--model", default="cnn", choices=["cnn", "cnn-small"])
+    parser.add_argument("--work-dir", default="", help="run directories (default: a temp dir)")
+    parser.add_argument("--out", default=out, help="JSON results file")
+
+
+def medmnist_overrides(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
+    """Run config for ``args.hospitals`` Dirichlet-split hospitals on ``args.data``."""
+    return {
+        "dataset": "medmnist",
+        "data-path": str(resolve_data(args.data)),
+        "partitioner": "dirichlet",
+        "dirichlet-alpha": args.alpha,
+        "num-server-rounds": args.rounds,
+        "local-epochs": args.local_epochs,
+        "model": args.model,
+        "strategy": strategy,
+    }
 
 
 def machine() -> dict[str, Any]:

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
-    DEFAULT_DATA,
+    add_federation_args,
     log,
     machine,
+    medmnist_overrides,
     resolve_data,
     run_simulation_child,
     table,
@@ -54,43 +55,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", default=DEFAULT_DATA, help="MedMNIST .npz (relative: to repo)")
-    parser.add_argument("--hospitals", type=int, default=10, help="simulated hospitals")
-    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew alpha")
-    parser.add_argument("--rounds", type=int, default=20, help="federation rounds")
-    parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
+    add_federation_args(parser, rounds=20, out="accuracy.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam, every method")
     parser.add_argument("--server-eta", type=float, default=0.01, help="fedadam/fedyogi")
     parser.add_argument("--server-tau", type=float, default=0.001, help="fedadam/fedyogi")
     parser.add_argument("--proximal-mu", type=float, default=0.01, help="fedprox")
     parser.add_argument("--strategies", default="fedavg,fedprox,fedadam")
-    parser.add_argument("--model", default="cnn", choices=["cnn", "cnn-small"])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cpus-per-hospital", type=float, default=1.0, help="Ray CPUs per actor")
     parser.add_argument("--skip-baselines", action="store_true", help="only (c), no (a)/(b)")
-    parser.add_argument("--work-dir", default="", help="run directories (default: a temp dir)")
-    parser.add_argument("--out", default="accuracy.json", help="JSON results file")
     return parser.parse_args(argv)
 
 
 def run_overrides(args: argparse.Namespace, strategy: str = "fedavg") -> dict[str, Any]:
     """The run config every method shares (strategy only matters for (c))."""
     return {
-        "dataset": "medmnist",
-        "data-path": str(resolve_data(args.data)),
-        "partitioner": "dirichlet",
-        "dirichlet-alpha": args.alpha,
-        "num-server-rounds": args.rounds,
-        "local-epochs": args.local_epochs,
+        **medmnist_overrides(args, strategy),
         "batch-size": args.batch_size,
         "learning-rate": args.learning_rate,
         "server-eta": args.server_eta,
         "server-tau": args.server_tau,
         "proximal-mu": args.proximal_mu,
-        "model": args.model,
         "seed": args.seed,
-        "strategy": strategy,
         "min-train-nodes": args.hospitals,
         "min-evaluate-nodes": args.hospitals,
         "min-available-nodes": args.hospitals,

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
-    DEFAULT_DATA,
+    add_federation_args,
     load_average,
     log,
     machine,
+    medmnist_overrides,
     resolve_data,
     run_simulation_child,
     table,
@@ -46,12 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", default=DEFAULT_DATA, help="MedMNIST .npz (relative: to repo)")
-    parser.add_argument("--hospitals", type=int, default=10, help="simulated hospitals")
-    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew alpha")
-    parser.add_argument("--rounds", type=int, default=5, help="federation rounds per variant")
-    parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
-    parser.add_argument("--model", default="cnn", choices=["cnn", "cnn-small"])
+    add_federation_args(parser, rounds=5, out="overhead.json")
     parser.add_argument(
         "--cpus-per-hospital",
         default="1,2",
@@ -67,22 +63,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure (a) only before the simulations (by default also after; the ratio "
         "uses the mean of both, since other load on the machine drifts)",
     )
-    parser.add_argument("--work-dir", default="", help="run directories (default: a temp dir)")
-    parser.add_argument("--out", default="overhead.json", help="JSON results file")
     return parser.parse_args(argv)
 
 
 def overrides_for(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "dataset": "medmnist",
-        "data-path": str(resolve_data(args.data)),
-        "partitioner": "dirichlet",
-        "dirichlet-alpha": args.alpha,
-        "num-server-rounds": args.rounds,
-        "local-epochs": args.local_epochs,
-        "model": args.model,
-        "strategy": "fedavg",
-    }
+    return medmnist_overrides(args, "fedavg")
 
 
 def compute_floor(overrides: dict[str, Any], hospitals: int) -> list[float]:
