@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,16 @@ def test_intruder_is_refused(deployment: Deployment, intruder: Intruder) -> None
     assert "SuperNode ID:" not in started.log_text()
 
 
-def _processes_with_flwr_home_under(workdir: Path) -> list[str]:
+def _processes_with_flwr_home_under(workdir: Path, settle: float = 10.0) -> list[str]:
+    """Live processes whose FLWR_HOME lies in ``workdir``, after giving processes that were
+    just killed up to ``settle`` seconds to leave the process table."""
+    deadline = time.monotonic() + settle
+    while (found := _flwr_processes_now(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _flwr_processes_now(workdir: Path) -> list[str]:
     """Live processes whose FLWR_HOME lies in ``workdir``: every Flower process started."""
     found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):
