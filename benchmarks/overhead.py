@@ -126,6 +126,14 @@ def summary(name: str, seconds: list[float], wall: float | None, **extra: Any) -
     }
 
 
+def measure_floor(label: str, overrides: dict[str, Any], hospitals: int) -> dict[str, Any]:
+    """Run the compute floor once and summarise it (load average read before it starts)."""
+    load = load_average()
+    started = time.monotonic()
+    seconds = compute_floor(overrides, hospitals)
+    return summary(label, seconds, time.monotonic() - started, cpus=None, load_before=load)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data = resolve_data(args.data)
@@ -140,17 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = overrides_for(args)
     variants: list[dict[str, Any]] = []
 
-    started = time.monotonic()
-    floor = compute_floor(overrides, args.hospitals)
-    variants.append(
-        summary(
-            "(a) compute floor, one process",
-            floor,
-            time.monotonic() - started,
-            cpus=None,
-            load_before=load_average(),
-        )
-    )
+    variants.append(measure_floor("(a) compute floor, one process", overrides, args.hospitals))
     runs = [("fedclinic", cpus) for cpus in cpus_options]
     if not args.skip_quickstart:
         runs.append(("quickstart", cpus_options[0]))
@@ -178,17 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.skip_floor_again:
         log("compute floor again, after the simulations")
-        load = load_average()
-        started = time.monotonic()
-        again = compute_floor(overrides, args.hospitals)
         variants.append(
-            summary(
-                "(a) compute floor again, after (b) and (c)",
-                again,
-                time.monotonic() - started,
-                cpus=None,
-                load_before=load,
-            )
+            measure_floor("(a) compute floor again, after (b) and (c)", overrides, args.hospitals)
         )
     floors = [v for v in variants if v["cpus"] is None]
     floor_steady = statistics.fmean(v["seconds_per_round"] for v in floors)
