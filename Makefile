@@ -8,11 +8,16 @@ export FLWR_HOME ?= $(CURDIR)/.flwr
 # The apps run in this virtualenv: Flower must not `uv sync` dependencies at run time
 # (hospitals and CI have no internet).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+# Quiet TensorFlow and Ray in every process `flwr run` starts (common/quiet.py says why):
+# Flower's simulation process imports TensorFlow before any fedclinic code runs there.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export RAY_preload_python_modules ?= common.tf_preload
+export PYTHONWARNINGS ?= ignore::FutureWarning:ray._private.worker
 # `flwr run` starts `flower-superlink` from PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 HOSPITALS ?= 5
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +31,14 @@ demo: $(STAMP)
 	flwr federation simulation-config --num-supernodes $(HOSPITALS) >/dev/null
 	flwr run . --stream
 
+# The full suite: unit and end-to-end tests (real simulations and deployments), then lint.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) lint
+
+# The inner loop: unit tests only (no Ray, no real processes), then lint.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e"
 	$(MAKE) lint
 
 lint: $(STAMP)

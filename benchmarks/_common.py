@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.files import write_json_atomic
+from deployment.processes import process_tree
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "../shared/data/pneumoniamnist.npz"
 
@@ -91,10 +94,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, payload)
 
 
 def log(message: str) -> None:
@@ -102,32 +102,6 @@ def log(message: str) -> None:
 
 
 # -- memory of a process tree (Linux /proc; no psutil needed) -------------------------------
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # the command name may hold spaces: the parent pid follows the closing parenthesis
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def process_tree(root: int) -> list[int]:
-    children = _children_map()
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
-
-
 def _status_kib(pid: int, key: str) -> int:
     try:
         with open(f"/proc/{pid}/status", encoding="utf-8") as handle:

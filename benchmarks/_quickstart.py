@@ -20,7 +20,8 @@ from client.cache import PROCESS_CACHE
 from client.mods import contain_errors, only_weights_leave
 from client.site import resolve_site
 from common.config import parse_app_config, parse_train_config
-from common.metrics import classification_metrics
+from common.contract import SITE_KEY
+from common.metrics import classification_metrics, cross_entropy
 from common.models import build_model
 from simulations.runner import with_run_config
 
@@ -57,7 +58,8 @@ def train(msg: Message, context: Context) -> Message:
             "accuracy": float(history.history["accuracy"][-1]),
         }
     )
-    content = RecordDict({ARRAYS_KEY: ArrayRecord(model.get_weights()), METRICS_KEY: metrics})
+    arrays = ArrayRecord(model.get_weights())
+    content = RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics, SITE_KEY: site.record()})
     return Message(content=content, reply_to=msg)
 
 
@@ -68,11 +70,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     model = _compiled(config.model, context, 1e-3)
     model.set_weights(msg.content.array_records[ARRAYS_KEY].to_numpy_ndarrays())
     probabilities = np.asarray(model.predict(site.test.images, verbose=0), dtype=np.float64)
-    picked = probabilities[np.arange(len(site.test)), site.test.labels]
-    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    loss = cross_entropy(site.test.labels, probabilities)
     scores = classification_metrics(site.test.labels, probabilities)
     record = MetricRecord({"num-examples": len(site.test), "loss": loss, **scores})
-    return Message(content=RecordDict({METRICS_KEY: record}), reply_to=msg)
+    content = RecordDict({METRICS_KEY: record, SITE_KEY: site.record()})
+    return Message(content=content, reply_to=msg)
 
 
 def quickstart_client_app(run_config: dict[str, Any]) -> ClientApp:

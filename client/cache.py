@@ -12,16 +12,23 @@ Site data are kept for the :data:`MAX_CACHED_SITES` most recently served hospita
 deployed SuperNode serves one, a simulation process serves every hospital the
 Simulation Engine routes to it, which with thousands of virtual hospitals would otherwise
 keep every one it ever served (benchmarks/scale.py: +27 MiB per round at 1,000 hospitals).
+
+TensorFlow is imported with the first trainer, quietly (common/quiet.py), not when the
+ClientApp module is loaded: a Ray actor or ``flwr-clientapp`` process that loads the app
+prints none of TensorFlow's start-up lines.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
-from client.training import LocalTrainer
 from common.data.schema import DataSpec, SiteData
-from common.models import build_model
+from common.quiet import import_keras
+
+if TYPE_CHECKING:
+    from client.training import LocalTrainer
 
 MAX_CACHED_SITES = 64
 
@@ -35,6 +42,10 @@ class ProcessCache:
     def trainer(self, model_name: str, spec: DataSpec) -> LocalTrainer:
         key = (model_name, spec.input_shape, spec.num_classes)
         if key not in self._trainers:
+            import_keras()  # before anything else in this process imports TensorFlow
+            from client.training import LocalTrainer
+            from common.models import build_model
+
             self._trainers[key] = LocalTrainer(build_model(model_name, spec))
         return self._trainers[key]
 
@@ -48,10 +59,6 @@ class ProcessCache:
         while len(self._sites) > self._max_sites:
             self._sites.popitem(last=False)
         return site
-
-    def clear(self) -> None:
-        self._trainers.clear()
-        self._sites.clear()
 
 
 PROCESS_CACHE = ProcessCache()

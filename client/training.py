@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from common.config import TrainConfig
 from common.data.schema import Split
-from common.metrics import classification_metrics
+from common.metrics import classification_metrics, cross_entropy
 
 EVAL_BATCH_SIZE = 256
 
@@ -115,8 +115,7 @@ class LocalTrainer:
         """Loss, accuracy, AUC, sensitivity and specificity of ``weights`` on ``data``."""
         self.model.set_weights(weights)
         probabilities = self.predict(data.images).astype(np.float64)
-        picked = probabilities[np.arange(len(data)), data.labels]
-        loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+        loss = cross_entropy(data.labels, probabilities)
         return {"loss": loss, **classification_metrics(data.labels, probabilities)}
 
     def _reset_optimizer(self, learning_rate: float) -> None:

@@ -8,13 +8,16 @@ never a silently different default.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.data.partition import PartitionKind
 from common.data.schema import DataSpec
 from common.errors import ConfigError, invalid_value
 
@@ -33,7 +36,10 @@ StrategyName = Literal[
 ]
 ModelName = Literal["cnn", "cnn-small"]
 DatasetKind = Literal["synthetic", "medmnist", "folder"]
-PartitionerName = Literal["iid", "dirichlet", "quantity"]
+# The smallest image the synthetic generator makes: common/data/synthetic.py refuses smaller
+# ones on every hospital, so the config refuses them first (tests/test_config.py checks both agree).
+SYNTHETIC_MIN_IMAGE_SIZE = 16
+APP_CONFIG_SECTION = "[tool.flwr.app.config]"
 
 
 def _kebab(name: str) -> str:
@@ -96,13 +102,13 @@ class DataConfig(_Settings):
 
     dataset: DatasetKind
     data_path: str
-    class_names: str = Field(pattern=r"^[^,]+(,[^,]+)+$")
+    class_names: str
     image_size: int = Field(ge=8, le=1024)
     channels: Literal[1, 3]
     min_examples: int = Field(ge=1)
     holdout_fraction: float = Field(gt=0.0, lt=1.0)
     synthetic_examples: int = Field(ge=1)
-    partitioner: PartitionerName
+    partitioner: PartitionKind
     dirichlet_alpha: float = Field(gt=0.0)
 
     @model_validator(mode="after")
@@ -117,10 +123,33 @@ class DataConfig(_Settings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _class_names_distinct(self) -> DataConfig:
+        names = self._names()
+        expected = ""
+        if len(names) < 2:
+            expected = "a string listing at least two comma-separated names"
+        elif "" in names:
+            expected = "comma-separated names, none of them empty"
+        elif repeated := [name for name, count in Counter(names).items() if count > 1]:
+            expected = f"distinct class names ({repeated[0]!r} is listed more than once)"
+        if expected:
+            raise ValueError(invalid_value("class-names", expected, self.class_names))
+        return self
+
+    @model_validator(mode="after")
+    def _synthetic_image_size(self) -> DataConfig:
+        if self.dataset == "synthetic" and self.image_size < SYNTHETIC_MIN_IMAGE_SIZE:
+            expected = f"an integer ≥ {SYNTHETIC_MIN_IMAGE_SIZE} when `dataset` is 'synthetic'"
+            raise ValueError(invalid_value("image-size", expected, self.image_size))
+        return self
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.class_names.split(","))
+
     def spec(self) -> DataSpec:
-        names = tuple(name.strip() for name in self.class_names.split(","))
         return DataSpec(
-            class_names=names,
+            class_names=self._names(),
             image_size=self.image_size,
             channels=self.channels,
             min_examples=self.min_examples,
@@ -224,16 +253,42 @@ def _expected(model: type[_Settings], key: str, error: Any) -> str:
         for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
             if getattr(item, attr, None) is not None:
                 bounds.append(f"{sign} {getattr(item, attr)}")
-        if getattr(item, "pattern", None):
-            bounds.append("listing at least two comma-separated names")
     return f"{noun} {' and '.join(bounds)}".strip()
 
 
 def declared_defaults(pyproject: Path) -> dict[str, Any]:
-    """The run config a ``flwr run`` without overrides would get: for tests and tools."""
+    """The run config a ``flwr run`` without overrides would get: for tests and tools.
+
+    A manifest that is not TOML or lacks the app's config section is a :class:`ConfigError`;
+    an unreadable one an ``OSError``.
+    """
     with pyproject.open("rb") as handle:
-        document = tomllib.load(handle)
-    return dict(document["tool"]["flwr"]["app"]["config"])
+        try:
+            document = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"Invalid TOML in {pyproject}: {error}") from None
+    section: Any = document
+    for key in ("tool", "flwr", "app", "config"):
+        section = section.get(key) if isinstance(section, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"Missing section {APP_CONFIG_SECTION} in {pyproject}. Expected the app manifest "
+            "(fedclinic's pyproject.toml) that declares every run setting."
+        )
+    return dict(section)
+
+
+def with_overrides(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` with ``overrides`` applied; a key not in ``defaults`` is a ConfigError."""
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ConfigError(
+            f"Unknown config key `{unknown[0]}`. Expected one of the keys declared in "
+            f"{APP_CONFIG_SECTION} of pyproject.toml.{hint}"
+        )
+    return {**defaults, **overrides}
 
 
 def project_root() -> Path:

@@ -167,6 +167,17 @@ def reply_violations(
     return problems
 
 
+def reported_site(content: RecordDict) -> Mapping[str, str] | None:
+    """A reply's ``site`` record when that record itself is valid, else None.
+
+    The coordinator names a hospital from it even when another part of the reply is
+    rejected.
+    """
+    if SITE_KEY not in content.config_records or _site_problems(content):
+        return None
+    return site_of(content)
+
+
 def site_of(content: RecordDict) -> Mapping[str, str]:
     """The ``site`` record of a reply that passed :func:`reply_violations`."""
     return {key: str(value) for key, value in content.config_records[SITE_KEY].items()}

@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Every write goes to a temporary file beside the target, which is flushed to disk
+(``fsync``), renamed over the target, and then the directory itself is flushed, so the
+rename survives a power loss as well as a crash.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries (renames, new and deleted files) to disk."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -23,6 +37,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with tmp_path.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, target)
+        fsync_directory(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

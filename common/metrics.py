@@ -11,6 +11,18 @@ import math
 
 import numpy as np
 
+PROBABILITY_FLOOR = 1e-7  # Keras's epsilon: a confident mistake costs -log(1e-7) ≈ 16.1
+
+
+def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean negative log-probability of the true class, probabilities clipped to
+    [``PROBABILITY_FLOOR``, 1] as Keras does; NaN when there are no examples."""
+    if labels.shape[0] == 0:
+        return math.nan
+    picked = probabilities[np.arange(labels.shape[0]), labels.astype(np.int64)]
+    clipped = np.clip(picked.astype(np.float64), PROBABILITY_FLOOR, 1.0)
+    return float(-np.mean(np.log(clipped)))
+
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts with true class on rows and predicted class on columns."""

@@ -6,29 +6,25 @@ from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
 
-import keras
 from flwr.app import ArrayRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import AppConfig, parse_app_config
 from common.errors import ConfigError, FedclinicError, invalid_value
-from common.models import build_model
+from common.quiet import import_keras
 from server.central_eval import CentralEvaluator, load_central_split
 from server.checkpoint import (
-    CHECKPOINT_DIR,
     Checkpoint,
-    check_fit,
+    check_strategy_state,
     fit_of,
-    latest_checkpoint,
     list_checkpoints,
-    restore_rng_state,
-    restore_strategy_state,
     rng_state,
     save_checkpoint,
     strategy_state,
 )
 from server.loop import run_federation
+from server.resume import resume
 from server.run_dir import RunDirectory, resolve_run_dir
 from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
@@ -49,29 +45,12 @@ def run(grid: Grid, context: Context) -> None:
     federate(grid, config, dict(context.run_config), Path.cwd())
 
 
-def resume(
-    run_dir: RunDirectory, config: AppConfig, strategy: ValidatingStrategy, arrays: ArrayRecord
-) -> tuple[ArrayRecord, int]:
-    """The global arrays and first round to run; restores strategy, history and RNG."""
-    for stale in (run_dir.path / CHECKPOINT_DIR).glob(".round-*"):
-        stale.unlink(missing_ok=True)  # temporaries of a write that was killed
-    found = latest_checkpoint(run_dir.path)
-    if found is None:
-        log(INFO, "[fedclinic] resume: no checkpoint in %s; starting at round 1", run_dir.path)
-        run_dir.restore([])
-        return arrays, 1
-    path, checkpoint = found
-    check_fit(path, checkpoint, config, arrays)
-    restore_strategy_state(strategy, checkpoint.strategy_state)
-    restore_rng_state(checkpoint.rng)
-    run_dir.restore(checkpoint.rounds)
-    log(INFO, "[fedclinic] resuming after round %d from %s", checkpoint.server_round, path)
-    return checkpoint.arrays, checkpoint.server_round + 1
-
-
 def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path) -> Path:
     fed = config.federation
-    run_dir = RunDirectory(resolve_run_dir(fed.run_dir, fed.strategy, cwd))
+    # a resumed run leaves metrics.json alone until its history is loaded (server/resume.py)
+    run_dir = RunDirectory(
+        resolve_run_dir(fed.run_dir, fed.strategy, cwd), owns_metrics=not fed.resume
+    )
     if not fed.resume and list_checkpoints(run_dir.path):
         raise ConfigError(
             invalid_value(
@@ -85,11 +64,15 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
     run_dir.write_config(resolved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
 
+    keras = import_keras()  # quietly, before anything else here imports TensorFlow
+    from common.models import build_model
+
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model, config.data.spec())
     strategy = ValidatingStrategy(build_strategy(config), fed.max_update_norm, fed.min_train_nodes)
     arrays, first_round = ArrayRecord(model.get_weights()), 1
     try:
+        check_strategy_state(strategy)  # before round 1: checkpoints must hold its state
         split = load_central_split(config)
         evaluator = (
             CentralEvaluator(build_model(config.model, config.data.spec()), split)
@@ -112,13 +95,21 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
             run_dir.add_round(record)
 
         final = run_federation(
-            grid, strategy, arrays, config, first_round, on_round_done, evaluator
+            grid,
+            strategy,
+            arrays,
+            config,
+            first_round,
+            on_round_done,
+            evaluator,
+            history=run_dir.rounds,
         )
     except Exception as err:
         message = str(err) if isinstance(err, FedclinicError) else f"{type(err).__name__}: {err}"
         log(ERROR, "[fedclinic] %s", message)
-        run_dir.finish("failed", message)
-        write_report_logged(run_dir.path)
+        if run_dir.owns_metrics:  # else the run failed before resuming: keep its files
+            run_dir.finish("failed", message)
+            write_report_logged(run_dir.path)
         raise
     model.set_weights(final.to_numpy_ndarrays())
     saved = run_dir.save_model(model)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from common.config import AppConfig
 from common.data.schema import Split
 from common.data.site import load_splits
 from common.errors import ConfigError, DataError, invalid_value
-from common.metrics import classification_metrics, confusion_matrix
+from common.metrics import classification_metrics, confusion_matrix, cross_entropy
+
+if TYPE_CHECKING:
+    import keras
 
 PREDICT_BATCH = 256
 
@@ -28,9 +30,10 @@ PREDICT_BATCH = 256
 def central_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """Cross-entropy, classification metrics and confusion matrix; NaN becomes None."""
     num_classes = probabilities.shape[1]
-    picked = probabilities[np.arange(labels.shape[0]), labels].astype(np.float64)
-    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
-    scores = {"loss": loss, **classification_metrics(labels, probabilities)}
+    scores = {
+        "loss": cross_entropy(labels, probabilities),
+        **classification_metrics(labels, probabilities),
+    }
     matrix = confusion_matrix(labels, probabilities.argmax(axis=1), num_classes)
     return {
         **{key: (value if math.isfinite(value) else None) for key, value in scores.items()},

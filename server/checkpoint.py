@@ -4,15 +4,21 @@ After every round the loop writes ``<run-dir>/checkpoints/round-NNNNN.npz`` atom
 the global arrays, the round number, the strategy's state (``m_t`` / ``v_t`` /
 ``current_arrays`` of the adaptive strategies, ``momentum_vector`` / ``current_arrays``
 of FedAvgM), the metrics history and the server's random state (Flower samples nodes
-with Python's ``random``). Only the newest ``checkpoints-keep`` files are kept. Arrays
-are stored as plain ``.npy`` entries and everything else as one JSON string, so loading
-never unpickles.
+with Python's ``random``). Arrays are stored as plain ``.npy`` entries and everything
+else as one JSON string, so loading never unpickles.
+
+Pruning keeps the ``checkpoints-keep`` newest by round number, counting only rounds up
+to the one just written, so the fresh checkpoint is never deleted. Files numbered higher
+than the current round can only be unreadable leftovers (a resume continues from the
+newest readable one and moves the unreadable newer ones to ``checkpoints/unreadable/``);
+pruning neither counts nor deletes them.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import zipfile
 from dataclasses import dataclass
 from logging import WARNING
@@ -22,15 +28,36 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 from flwr.common import log
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi, Strategy
 
 from common.config import AppConfig
 from common.errors import RunError
-from common.files import atomic_path
+from common.files import atomic_path, fsync_directory
 
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "unreadable"
 FORMAT = 1
-STATE_ATTRIBUTES = ("m_t", "v_t", "current_arrays", "momentum_vector")
+ROUND_FILE = re.compile(r"round-(\d+)\.npz")
+
+# What a checkpoint saves of Flower's stateful strategies (Flower 1.42:
+# flwr/serverapp/strategy/fedopt.py and fedavgm.py). Every attribute must exist on the
+# strategy object once it is built (it holds None until the first round); if Flower
+# renames one, `check_strategy_state` stops the run instead of saving nothing.
+STRATEGY_STATE: tuple[tuple[type[Strategy], tuple[str, ...]], ...] = (
+    (FedAdam, ("m_t", "v_t", "current_arrays")),
+    (FedYogi, ("m_t", "v_t", "current_arrays")),
+    (FedAdagrad, ("m_t", "v_t", "current_arrays")),
+    (FedAvgM, ("momentum_vector", "current_arrays")),
+)
+UNREADABLE_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    zipfile.BadZipFile,
+)
 
 
 @dataclass(frozen=True)
@@ -65,14 +92,33 @@ def innermost(strategy: Strategy) -> Strategy:
     return strategy
 
 
-def strategy_state(strategy: Strategy) -> dict[str, Any]:
-    """The stateful attributes the wrapped strategy has set (None ones are left out)."""
+def state_attributes(strategy: Strategy) -> tuple[str, ...]:
+    """The attributes a checkpoint saves for the (wrapped) strategy; () if it has no state."""
     inner = innermost(strategy)
-    return {
-        name: getattr(inner, name)
-        for name in STATE_ATTRIBUTES
-        if getattr(inner, name, None) is not None
-    }
+    for kind, names in STRATEGY_STATE:
+        if isinstance(inner, kind):
+            return names
+    return ()
+
+
+def check_strategy_state(strategy: Strategy) -> None:
+    """Refuse, before round 1, a strategy that lacks an attribute its checkpoints save."""
+    inner = innermost(strategy)
+    missing = [name for name in state_attributes(inner) if not hasattr(inner, name)]
+    if missing:
+        names = ", ".join(f"`{name}`" for name in missing)
+        raise RunError(
+            f"Cannot checkpoint {type(inner).__name__}: it has no attribute {names}, so its "
+            "state would not be saved and a resumed run would silently start it afresh "
+            "(has Flower renamed it? update STRATEGY_STATE in server/checkpoint.py)."
+        )
+
+
+def strategy_state(strategy: Strategy) -> dict[str, Any]:
+    """The wrapped strategy's state attributes that are set (None ones are left out)."""
+    inner = innermost(strategy)
+    values = {name: getattr(inner, name) for name in state_attributes(inner)}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def restore_strategy_state(strategy: Strategy, state: dict[str, Any]) -> None:
@@ -142,15 +188,30 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep: int) -> Path:
     target = checkpoint_path(run_dir, checkpoint.server_round)
     with atomic_path(target) as tmp, tmp.open("wb") as handle:
         np.savez(handle, allow_pickle=False, meta=np.array(json.dumps(meta)), **arrays)
-    for old in list_checkpoints(run_dir)[keep:]:
+    older = [p for p in list_checkpoints(run_dir) if round_of(p) < checkpoint.server_round]
+    pruned = older[keep - 1 :]
+    for old in pruned:
         old.unlink(missing_ok=True)
+    if pruned:
+        fsync_directory(target.parent)
     return target
 
 
+def round_of(path: Path) -> int:
+    """The round number in a checkpoint's file name (``round-00012.npz`` → 12)."""
+    match = ROUND_FILE.fullmatch(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a checkpoint file name")
+    return int(match.group(1))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint files, newest round first."""
+    """Checkpoint files, highest round number first (numerically, not by name)."""
     folder = run_dir / CHECKPOINT_DIR
-    return sorted(folder.glob("round-*.npz"), reverse=True) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if ROUND_FILE.fullmatch(p.name) and p.is_file()]
+    return sorted(found, key=round_of, reverse=True)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -171,14 +232,37 @@ def read_checkpoint(path: Path) -> Checkpoint:
         )
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, Checkpoint] | None:
-    """The newest readable checkpoint; unreadable ones are logged and skipped."""
+@dataclass(frozen=True)
+class CheckpointScan:
+    """The newest readable checkpoint and every newer file that could not be read."""
+
+    newest: tuple[Path, Checkpoint] | None
+    unreadable: list[tuple[Path, str]]  # (file, why); all checkpoints when none is readable
+
+
+def scan_checkpoints(run_dir: Path) -> CheckpointScan:
+    unreadable: list[tuple[Path, str]] = []
     for path in list_checkpoints(run_dir):
         try:
-            return path, read_checkpoint(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-            log(WARNING, "[fedclinic] skipping unreadable checkpoint %s: %s", path, err)
-    return None
+            return CheckpointScan((path, read_checkpoint(path)), unreadable)
+        except UNREADABLE_ERRORS as err:
+            unreadable.append((path, f"{type(err).__name__}: {err}"))
+    return CheckpointScan(None, unreadable)
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Move an unreadable checkpoint to ``checkpoints/unreadable/`` (kept, never deleted)."""
+    folder = path.parent / UNREADABLE_DIR
+    folder.mkdir(exist_ok=True)
+    target, copies = folder / path.name, 0
+    while target.exists():  # set aside by an earlier resume: keep both
+        copies += 1
+        target = folder / f"{path.stem}.{copies}{path.suffix}"
+    path.replace(target)
+    fsync_directory(folder)
+    fsync_directory(path.parent)
+    log(WARNING, "[fedclinic] unreadable checkpoint %s (%s) moved to %s", path, reason, target)
+    return target
 
 
 def check_fit(path: Path, checkpoint: Checkpoint, config: AppConfig, model: ArrayRecord) -> None:

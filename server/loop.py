@@ -4,41 +4,42 @@ Flower's ``Strategy.start`` runs the same hooks but keeps no per-node record, wa
 forever for nodes and cannot be resumed. This loop calls ``configure_train`` /
 ``aggregate_train`` / ``configure_evaluate`` / ``aggregate_evaluate`` itself and, per
 round: waits for hospitals at most ``node-wait-timeout`` seconds, gives replies at most
-``round-timeout`` seconds, records every sampled node as ok / failed / timeout /
-rejected, stops the run when fewer than ``min-train-nodes`` valid updates arrived,
-optionally evaluates centrally, and writes a checkpoint before ``metrics.json``.
+``round-timeout`` seconds, records (and logs) every sampled node by name as ok / failed /
+timeout / rejected, stops the run when fewer than ``min-train-nodes`` valid updates
+arrived, optionally evaluates centrally, and writes a checkpoint before ``metrics.json``.
+A node's name is the ``site-name`` it reported in any reply of the run (:mod:`server.records`).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from common.config import AppConfig
+from common.contract import DATA_KIND, METRICS_KEY, reported_site
 from common.errors import RunError
+from common.text import strip_ansi
+from server.records import SiteBook, participation
 from server.validation import ValidatingStrategy
 from server.waits import BoundedGrid, required_nodes
 
 CentralEval = Callable[[list[np.ndarray]], dict[str, Any]]
 RoundDone = Callable[[int, ArrayRecord, dict[str, Any]], None]
-STATUSES = ("ok", "failed", "timeout", "rejected")
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 REASON_CHARS = 200
 
 
 def short_reason(reason: str) -> str:
     """A failure reason as one readable line: the last non-empty line, no colours, bounded."""
-    lines = [line.strip() for line in ANSI_ESCAPE.sub("", reason).splitlines() if line.strip()]
+    lines = [line.strip() for line in strip_ansi(reason).splitlines() if line.strip()]
     text = lines[-1] if lines else "no reason given"
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
@@ -73,37 +74,56 @@ def json_metrics(record: MetricRecord | None) -> dict[str, float | int | None]:
     return out
 
 
+def _outcome(reply: Message, rejected: Mapping[int, str]) -> dict[str, Any]:
+    node_id = reply.metadata.src_node_id
+    if reply.has_error():
+        return {"status": "failed", "reason": short_reason(reply.error.reason or "")}
+    if node_id in rejected:
+        return {"status": "rejected", "reason": rejected[node_id]}
+    return {"status": "ok", "metrics": json_metrics(reply.content.metric_records[METRICS_KEY])}
+
+
 def per_node(
-    sent: Iterable[Message], replies: Iterable[Message], rejected: dict[int, str] | None = None
+    phase: str,
+    sent: Iterable[Message],
+    replies: Iterable[Message],
+    rejected: Mapping[int, str],
+    book: SiteBook,
+    round_timeout: float,
 ) -> dict[str, dict[str, Any]]:
-    """Every sampled node's outcome: ok (with metrics), failed, timeout or rejected."""
-    nodes: dict[str, dict[str, Any]] = {
-        str(msg.metadata.dst_node_id): {"status": "timeout", "reason": "no reply in time"}
+    """Every sampled node's named outcome: ok (with metrics), failed, timeout or rejected.
+
+    Each reply with a valid ``site`` record teaches ``book`` the node's name and data kind,
+    even when the rest of the reply is rejected.
+    """
+    outcomes: dict[int, dict[str, Any]] = {
+        msg.metadata.dst_node_id: {
+            "status": "timeout",
+            "reason": f"no reply within `round-timeout` ({round_timeout:g} s)",
+        }
         for msg in sent
     }
     for reply in replies:
         node_id = reply.metadata.src_node_id
-        if reply.has_error():
-            nodes[str(node_id)] = {
-                "status": "failed",
-                "reason": short_reason(reply.error.reason or ""),
-            }
-        elif rejected and node_id in rejected:
-            nodes[str(node_id)] = {"status": "rejected", "reason": rejected[node_id]}
-        else:
-            metrics = next(iter(reply.content.metric_records.values()), None)
-            nodes[str(node_id)] = {"status": "ok", "metrics": json_metrics(metrics)}
+        site = None if reply.has_error() else reported_site(reply.content)
+        if site is not None:
+            book.learn(node_id, site)
+        outcomes[node_id] = _outcome(reply, rejected)
+    nodes = {str(node): {**book.describe(node), **outcome} for node, outcome in outcomes.items()}
     for node, outcome in nodes.items():
-        if outcome["status"] == "timeout":
-            log(WARNING, "node %s: no reply within `round-timeout`", node)
+        if outcome["status"] != "ok":
+            who = (
+                outcome["name"] if DATA_KIND not in outcome else f"{outcome['name']} (node {node})"
+            )
+            log(
+                WARNING,
+                "[fedclinic] %s %s %s: %s",
+                phase,
+                who,
+                outcome["status"],
+                outcome["reason"],
+            )
     return nodes
-
-
-def participation(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
-    counts = {status: 0 for status in STATUSES}
-    for outcome in nodes.values():
-        counts[outcome["status"]] += 1
-    return {"sampled": len(nodes), **counts}
 
 
 def _exchange(
@@ -120,6 +140,20 @@ def _exchange(
     return sent, list(grid.send_and_receive(sent, timeout=fed.round_timeout))
 
 
+def stop_message(server_round: int, counts: Mapping[str, int], min_train_nodes: int) -> str:
+    remains = (
+        f"The checkpoint of round {server_round - 1} remains."
+        if server_round > 1
+        else "No round completed, so there is no checkpoint."
+    )
+    return (
+        f"Round {server_round} stopped the run: {counts['ok']} of {counts['sampled']} "
+        f"hospitals sent a valid update ({counts['failed']} failed, {counts['timeout']} "
+        f"timed out, {counts['rejected']} rejected); `min-train-nodes` is "
+        f"{min_train_nodes}. {remains}"
+    )
+
+
 def run_round(
     grid: Grid,
     strategy: ValidatingStrategy,
@@ -127,42 +161,42 @@ def run_round(
     server_round: int,
     config: AppConfig,
     central_eval: CentralEval | None = None,
+    book: SiteBook | None = None,
 ) -> RoundOutcome:
+    """One round: train, aggregate the valid updates, evaluate; every node recorded.
+
+    ``book`` remembers hospital names across rounds (a fresh one when not given).
+    """
     started = time.monotonic()
     fed = config.federation
+    book = SiteBook() if book is None else book
     sent, replies = _exchange(
         grid,
         lambda g: strategy.configure_train(server_round, arrays, train_config_record(config), g),
         config,
     )
     new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
-    rejected = {r.node_id: r.reason for r in strategy.rejections.get(server_round, [])}
-    train_nodes = per_node(sent, replies, rejected)
+    rejected = strategy.rejected(server_round, MessageType.TRAIN)
+    train_nodes = per_node("train", sent, replies, rejected, book, fed.round_timeout)
     counts = participation(train_nodes)
-    if counts["ok"] < fed.min_train_nodes or new_arrays is None:
-        remains = (
-            f"The checkpoint of round {server_round - 1} remains."
-            if server_round > 1
-            else "No round completed, so there is no checkpoint."
-        )
-        raise RunError(
-            f"Round {server_round} stopped the run: {counts['ok']} of {counts['sampled']} "
-            f"hospitals sent a valid update ({counts['failed']} failed, {counts['timeout']} "
-            f"timed out, {counts['rejected']} rejected); `min-train-nodes` is "
-            f"{fed.min_train_nodes}. {remains}"
-        )
+    if new_arrays is None:  # the strategy aggregates only from `min-train-nodes` valid updates
+        raise RunError(stop_message(server_round, counts, fed.min_train_nodes))
     eval_sent, eval_replies = _exchange(
         grid,
         lambda g: strategy.configure_evaluate(server_round, new_arrays, ConfigRecord(), g),
         config,
     )
     evaluate_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
+    eval_rejected = strategy.rejected(server_round, MessageType.EVALUATE)
+    eval_nodes = per_node(
+        "evaluate", eval_sent, eval_replies, eval_rejected, book, fed.round_timeout
+    )
     record: dict[str, Any] = {
         "round": server_round,
         "train": json_metrics(train_metrics),
         "evaluate": json_metrics(evaluate_metrics),
         "participation": counts,
-        "nodes": {"train": train_nodes, "evaluate": per_node(eval_sent, eval_replies)},
+        "nodes": {"train": train_nodes, "evaluate": eval_nodes},
     }
     if central_eval is not None:
         record["central"] = central_eval(new_arrays.to_numpy_ndarrays())
@@ -178,14 +212,18 @@ def run_federation(
     first_round: int,
     on_round_done: RoundDone,
     central_eval: CentralEval | None = None,
+    history: Iterable[Mapping[str, Any]] = (),
 ) -> ArrayRecord:
     """Run rounds ``first_round..num-server-rounds``; return the final global arrays.
 
-    ``on_round_done(round, arrays, record)`` persists each round (checkpoint, metrics).
+    ``on_round_done(round, arrays, record)`` persists each round (checkpoint, metrics);
+    ``history`` (the rounds a resumed run restored) supplies the names known so far.
     """
     rounds = config.federation.num_server_rounds
+    book = SiteBook()
+    book.learn_rounds(history)
     for server_round in range(first_round, rounds + 1):
-        outcome = run_round(grid, strategy, arrays, server_round, config, central_eval)
+        outcome = run_round(grid, strategy, arrays, server_round, config, central_eval, book)
         arrays = outcome.arrays
         on_round_done(server_round, arrays, outcome.record)
         log(INFO, "%s", round_summary(outcome.record, rounds))

@@ -12,23 +12,19 @@ from typing import Any
 
 from common.errors import ConfigError, invalid_value
 from common.files import atomic_path
+from server.records import PHASES, names_of, natural_key, participation
 from server.report_plots import plot_confusion, plot_global, plot_hospitals, plot_participation
+from server.report_settings import (
+    HOSPITAL_COLUMNS,
+    coordinator_settings,
+    hospital_table_rows,
+    hospitals,
+    simulation_settings,
+)
 from server.run_dir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
-SETTINGS = (
-    "strategy",
-    "model",
-    "dataset",
-    "num-server-rounds",
-    "min-train-nodes",
-    "round-timeout",
-    "node-wait-timeout",
-    "max-update-norm",
-    "central-eval-path",
-    "seed",
-)
 ROUND_COLUMNS = ("loss", "accuracy", "auc", "sensitivity", "specificity")
 
 
@@ -56,11 +52,40 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _counts(record: dict[str, Any]) -> dict[str, int]:
-    statuses = [node["status"] for node in record["nodes"]["train"].values()]
-    return {s: statuses.count(s) for s in ("ok", "failed", "timeout", "rejected")} | {
-        "sampled": len(statuses)
-    }
+def _settings_table(settings: list[tuple[str, Any]]) -> list[str]:
+    return _table(["setting", "value"], [[f"`{key}`", f"`{value!r}`"] for key, value in settings])
+
+
+def _settings_lines(config: dict[str, Any], rounds: list[dict[str, Any]]) -> list[str]:
+    rows = hospitals(rounds)
+    lines = [
+        "## Coordinator settings",
+        "",
+        "What the coordinator decided for every hospital.",
+        "",
+        *_settings_table(coordinator_settings(config)),
+        "",
+        "## Hospitals",
+        "",
+        "What each hospital reported about its own data (sizes from its last valid replies).",
+        "",
+    ]
+    lines += (
+        _table(HOSPITAL_COLUMNS, hospital_table_rows(rows))
+        if rows
+        else ["No hospital was sampled."]
+    )
+    simulated = simulation_settings(config, rows)
+    if simulated:
+        lines += [
+            "",
+            "## Simulation settings",
+            "",
+            "The hospitals were simulated; these settings made their data.",
+            "",
+            *_settings_table(simulated),
+        ]
+    return lines
 
 
 def _status_lines(config: dict[str, Any], metrics: dict[str, Any], run_dir: Path) -> list[str]:
@@ -98,7 +123,7 @@ def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
     header += [f"eval {k}" for k in ("loss", "accuracy", "auc")] + ["central accuracy"]
     rows = []
     for r in rounds:
-        c = _counts(r)
+        c = participation(r["nodes"]["train"])
         rows.append(
             [str(r["round"]), _num(r.get("seconds")), f"{c['ok']}/{c['sampled']}"]
             + [str(c[s]) for s in ("failed", "timeout", "rejected")]
@@ -109,12 +134,15 @@ def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
 
 
 def _problem_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    names = names_of(rounds)
     lines = [
-        f"- round {r['round']}, {phase}, node {node}: **{outcome['status']}** — "
+        f"- round {r['round']}, {phase}, {names[node]}: **{outcome['status']}** — "
         f"{outcome.get('reason', '')}"
         for r in rounds
-        for phase in ("train", "evaluate")
-        for node, outcome in r["nodes"][phase].items()
+        for phase in PHASES
+        for node, outcome in sorted(
+            r["nodes"][phase].items(), key=lambda item: natural_key(names[item[0]])
+        )
         if outcome["status"] != "ok"
     ]
     return lines or ["Every sampled hospital replied with a valid result in every round."]
@@ -137,7 +165,6 @@ def write_report(run_dir: Path) -> Path:
             names = str(config.get("class-names", "")).split(",")
             image = plot_confusion(central["confusion-matrix"], names, plots / "confusion.png")
             images.append(("Confusion matrix on the central set (final round)", image))
-    settings = [[f"`{key}`", f"`{config[key]!r}`"] for key in SETTINGS if key in config]
     lines = [
         "# fedclinic run report",
         "",
@@ -145,9 +172,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         *_status_lines(config, metrics, run_dir),
         "",
-        "## Settings",
-        "",
-        *_table(["setting", "value"], settings),
+        *_settings_lines(config, rounds),
         "",
         "## Final global model",
         "",
@@ -160,7 +185,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         *_round_lines(rounds),
         "",
-        "## Failures, time-outs and rejected updates",
+        "## Failures, time-outs and rejected replies",
         "",
         *_problem_lines(rounds),
         "",

@@ -1,4 +1,7 @@
-"""The report's PNG plots, drawn with matplotlib's Agg backend from ``metrics.json`` rounds."""
+"""The report's PNG plots, drawn with matplotlib's Agg backend from ``metrics.json`` rounds.
+
+Hospitals are labelled by the names they reported (:func:`server.records.names_of`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from common.files import write_atomic
+from server.records import PHASES, STATUSES, names_of, natural_key, participation
 
 GLOBAL_METRICS = ("loss", "accuracy", "auc")
 HOSPITAL_METRICS = (("evaluate", "accuracy"), ("evaluate", "auc"), ("train", "loss"))
-STATUS_COLOURS = (
-    ("ok", "#2a9d8f"),
-    ("failed", "#e76f51"),
-    ("timeout", "#f4a261"),
-    ("rejected", "#6d597a"),
-)
+STATUS_COLOURS = tuple(zip(STATUSES, ("#2a9d8f", "#e76f51", "#f4a261", "#6d597a"), strict=True))
 
 
 def _pyplot() -> Any:
@@ -47,6 +46,15 @@ def _round_axis(axis: Any) -> None:
     axis.grid(alpha=0.3)
 
 
+def hospitals_by_name(
+    rounds: list[dict[str, Any]], phases: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """(node id, name) of every node in ``phases`` of any round, in name order."""
+    names = names_of(rounds)
+    nodes = {node for r in rounds for phase in phases for node in r["nodes"][phase]}
+    return sorted(((node, names[node]) for node in nodes), key=lambda pair: natural_key(pair[1]))
+
+
 def _value(metrics: dict[str, Any] | None, key: str) -> float:
     value = (metrics or {}).get(key)
     return float(value) if isinstance(value, int | float) else math.nan
@@ -74,13 +82,11 @@ def plot_hospitals(rounds: list[dict[str, Any]], target: Path) -> Path:
     """Each hospital's own metrics per round (evaluate accuracy / AUC, training loss)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(HOSPITAL_METRICS), figsize=(12, 3.5))
-    nodes = sorted(
-        {n for r in rounds for phase in ("train", "evaluate") for n in r["nodes"][phase]}
-    )
+    nodes = hospitals_by_name(rounds, PHASES)
     for axis, (phase, key) in zip(axes, HOSPITAL_METRICS, strict=True):
-        for node in nodes:
+        for node, name in nodes:
             values = [_value(r["nodes"][phase].get(node, {}).get("metrics"), key) for r in rounds]
-            axis.plot([r["round"] for r in rounds], values, "o-", label=f"node {node}")
+            axis.plot([r["round"] for r in rounds], values, "o-", label=name)
         axis.set_title(f"{phase} {key} per hospital")
         _round_axis(axis)
     if nodes:
@@ -97,9 +103,7 @@ def plot_participation(rounds: list[dict[str, Any]], target: Path) -> Path:
     numbers = [r["round"] for r in rounds]
     bottom = [0] * len(rounds)
     for status, colour in STATUS_COLOURS:
-        counts = [
-            sum(1 for n in r["nodes"]["train"].values() if n["status"] == status) for r in rounds
-        ]
+        counts = [participation(r["nodes"]["train"])[status] for r in rounds]
         counts_axis.bar(numbers, counts, bottom=bottom, color=colour, label=status)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     counts_axis.set_title("training participation per round")
@@ -108,7 +112,8 @@ def plot_participation(rounds: list[dict[str, Any]], target: Path) -> Path:
     counts_axis.set_ylabel("hospitals")
     counts_axis.legend(fontsize="small")
 
-    nodes = sorted({node for r in rounds for node in r["nodes"]["train"]})
+    nodes = [node for node, _ in hospitals_by_name(rounds, ("train",))]
+    names = names_of(rounds)
     codes = {status: index for index, (status, _) in enumerate(STATUS_COLOURS)}
     not_sampled = len(STATUS_COLOURS)
     cells = [
@@ -119,7 +124,7 @@ def plot_participation(rounds: list[dict[str, Any]], target: Path) -> Path:
     palette = ListedColormap([colour for _, colour in STATUS_COLOURS] + ["#eeeeee"])
     grid_axis.imshow(cells, cmap=palette, vmin=0, vmax=not_sampled, aspect="auto")
     grid_axis.set_xticks(range(len(rounds)), [str(n) for n in numbers])
-    grid_axis.set_yticks(range(len(nodes)), [f"node {node}" for node in nodes], fontsize="small")
+    grid_axis.set_yticks(range(len(nodes)), [names[node] for node in nodes], fontsize="small")
     grid_axis.set_xlabel("round")
     grid_axis.set_title("each hospital's training status (grey: not sampled)")
     return _save(fig, target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,14 @@ def resolve_run_dir(run_dir: str, strategy: str, cwd: Path) -> Path:
 
 @dataclass
 class RunDirectory:
+    """A run's files. ``owns_metrics`` is False while a resumed run has not yet loaded its
+    history: until then nothing (not even a failure) rewrites the existing ``metrics.json``.
+    """
+
     path: Path
     rounds: list[dict[str, Any]] = field(default_factory=list)
     outcome: dict[str, Any] = field(default_factory=lambda: {"status": "running"})
+    owns_metrics: bool = True
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -44,12 +51,38 @@ class RunDirectory:
         self.write_metrics()
 
     def restore(self, rounds: list[dict[str, Any]]) -> None:
-        """Continue from a checkpoint's history: rounds after it are dropped."""
+        """Continue from a checkpoint's history (rounds after it are dropped: see
+        `keep_metrics_copy`); from now on this run writes ``metrics.json``."""
         self.rounds = list(rounds)
         self.outcome = {"status": "running"}
+        self.owns_metrics = True
         self.write_metrics()
 
+    def recorded_rounds(self) -> list[int] | None:
+        """The round numbers ``metrics.json`` lists: [] if there is none, None if unreadable."""
+        target = self.path / METRICS_FILE
+        if not target.exists():
+            return []
+        try:
+            return [int(r["round"]) for r in json.loads(target.read_text("utf-8"))["rounds"]]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def keep_metrics_copy(self) -> Path:
+        """Copy ``metrics.json`` to ``metrics.before-resume-<UTC time>.json``; return it."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target = self.path / f"metrics.before-resume-{stamp}.json"
+
+        def copy(tmp: Path) -> None:
+            shutil.copyfile(self.path / METRICS_FILE, tmp)
+
+        write_atomic(target, copy)
+        return target
+
     def finish(self, status: str, message: str = "") -> None:
+        """Record the outcome, unless a resumed run failed before loading its history."""
+        if not self.owns_metrics:
+            return
         self.outcome = {"status": status, "message": message} if message else {"status": status}
         self.write_metrics()
 

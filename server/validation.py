@@ -1,31 +1,35 @@
-"""Update validation: a strategy wrapper that keeps broken updates out of aggregation.
+"""Reply validation: a strategy wrapper that lets only valid replies reach Flower's strategy.
 
 Like Flower's differential-privacy wrappers, :class:`ValidatingStrategy` wraps any
-strategy. Before the wrapped ``aggregate_train`` runs it drops every reply whose arrays
-do not match the global model (keys, shapes, dtypes), contain NaN or Inf, lack a
-positive finite example count, or — when ``max_update_norm`` > 0 — move the model
-farther than that (L2 norm over all arrays). Each rejection is logged with node and
-reason and kept in :attr:`ValidatingStrategy.rejections` for the run record.
+strategy. Before the wrapped ``aggregate_train`` / ``aggregate_evaluate`` runs it drops
+every reply that breaks the message contract (:func:`common.contract.reply_violations`:
+record names, array names / shapes / dtypes, exact metric keys, scalar metrics, a
+positive ``num-examples``, the ``site`` record) and, for training, every update that
+holds NaN or Inf or — when ``max_update_norm`` > 0 — moves the model farther than that
+(L2 norm over all arrays). So no reply can make Flower's aggregation or its
+``validate_message_reply_consistency`` raise. Each rejection is kept, with a readable
+reason, in :meth:`ValidatingStrategy.rejected` for the round loop to record and log.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.common import log
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-
-@dataclass(frozen=True)
-class Rejection:
-    node_id: int
-    reason: str
+from common.contract import ARRAYS_KEY, reply_violations
 
 
 def update_norm(update: list[np.ndarray], reference: list[np.ndarray]) -> float:
@@ -37,48 +41,39 @@ def update_norm(update: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return math.sqrt(total)
 
 
-def array_problem(
-    update: list[np.ndarray], reference: list[np.ndarray], max_update_norm: float
+def update_problem(
+    arrays: ArrayRecord, reference: ArrayRecord, max_update_norm: float
 ) -> str | None:
-    """Why ``update`` may not be aggregated into ``reference`` (None when it may)."""
-    if len(update) != len(reference):
-        return f"{len(update)} arrays instead of the model's {len(reference)}"
-    for index, (new, old) in enumerate(zip(update, reference, strict=True)):
-        if new.shape != old.shape or new.dtype != old.dtype:
-            return (
-                f"array {index} is {new.dtype}{list(new.shape)}, "
-                f"the model's is {old.dtype}{list(old.shape)}"
-            )
-    for index, new in enumerate(update):
-        if not np.all(np.isfinite(new)):
-            return f"array {index} contains NaN or Inf"
+    """Why an update laid out like ``reference`` may not be aggregated (None when it may)."""
+    update: list[np.ndarray] = []
+    for name, array in arrays.items():
+        try:
+            values = array.numpy()
+        except Exception as err:  # malformed bytes must not end the run
+            return f"array `{name}` cannot be read ({type(err).__name__})"
+        if not np.all(np.isfinite(values)):
+            return f"array `{name}` contains NaN or Inf"
+        update.append(values)
     if max_update_norm > 0.0:
-        norm = update_norm(update, reference)
+        norm = update_norm(update, reference.to_numpy_ndarrays())
         if norm > max_update_norm:
             return f"update norm {norm:.4g} exceeds `max-update-norm` {max_update_norm:g}"
     return None
 
 
 def reply_problem(
-    content: RecordDict, reference: ArrayRecord, max_update_norm: float, weight_key: str
+    message_type: str, content: RecordDict, reference: ArrayRecord, max_update_norm: float
 ) -> str | None:
-    """Why a training reply's content may not be aggregated (None when it may)."""
-    if len(content.array_records) != 1:
-        return f"{len(content.array_records)} array records instead of one"
-    arrays = next(iter(content.array_records.values()))
-    if list(arrays.keys()) != list(reference.keys()):
-        return "array names differ from the model's"
-    if len(content.metric_records) != 1:
-        return f"{len(content.metric_records)} metric records instead of one"
-    weight = next(iter(content.metric_records.values())).get(weight_key)
-    if (
-        isinstance(weight, bool)
-        or not isinstance(weight, int | float)
-        or not math.isfinite(weight)
-        or weight <= 0
-    ):
-        return f"metric `{weight_key}` is not a positive number"
-    return array_problem(arrays.to_numpy_ndarrays(), reference.to_numpy_ndarrays(), max_update_norm)
+    """Why a ``message_type`` reply may not reach the strategy (None when it may).
+
+    ``reference`` is the model the request carried; a train reply's arrays must match it.
+    """
+    problems = reply_violations(message_type, content, reference)
+    if problems:
+        return "; ".join(problems)
+    if message_type == MessageType.TRAIN:
+        return update_problem(content.array_records[ARRAYS_KEY], reference, max_update_norm)
+    return None
 
 
 def keep_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
@@ -102,37 +97,51 @@ def keep_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
 
 
 class ValidatingStrategy(Strategy):
-    """Wrap ``strategy`` so only valid training replies reach its aggregation.
+    """Wrap ``strategy`` so only valid train and evaluate replies reach it.
 
-    The aggregate keeps the global model's dtypes (see :func:`keep_dtypes`).
-
-    When fewer than ``min_valid_replies`` replies remain, nothing is aggregated (the
+    Error replies pass through (the wrapped strategy logs and skips them). When fewer
+    than ``min_valid_replies`` valid training replies remain, nothing is aggregated (the
     wrapped strategy's state is left untouched) and ``aggregate_train`` returns
-    ``(None, None)``.
+    ``(None, None)``. The aggregate keeps the global model's dtypes (:func:`keep_dtypes`).
     """
 
-    def __init__(
-        self,
-        strategy: Strategy,
-        max_update_norm: float,
-        min_valid_replies: int,
-        weight_key: str = "num-examples",
-    ) -> None:
+    def __init__(self, strategy: Strategy, max_update_norm: float, min_valid_replies: int) -> None:
         super().__init__()
         self.strategy = strategy
         self.max_update_norm = max_update_norm
         self.min_valid_replies = min_valid_replies
-        self.weight_key = weight_key
         self.current_arrays = ArrayRecord()
-        self.rejections: dict[int, list[Rejection]] = {}
+        self._rejected: dict[tuple[int, str], dict[int, str]] = {}
 
     def __repr__(self) -> str:
         return f"ValidatingStrategy({self.strategy!r})"
 
     def summary(self) -> None:
-        log(INFO, "\t├──> Update validation: shapes, dtypes, finite values")
-        log(INFO, "\t│\t└── Max update norm: %s", self.max_update_norm or "off")
+        """Flower's abstract hook (its ``start`` calls it; our loop does not)."""
         self.strategy.summary()
+
+    def rejected(self, server_round: int, message_type: str) -> dict[int, str]:
+        """Node id → reason, for every reply of that round and phase that was left out."""
+        return dict(self._rejected.get((server_round, message_type), {}))
+
+    def _keep_valid(
+        self, server_round: int, message_type: str, replies: Iterable[Message]
+    ) -> list[Message]:
+        kept: list[Message] = []
+        rejected: dict[int, str] = {}
+        for reply in replies:
+            if reply.has_error():
+                kept.append(reply)
+                continue
+            problem = reply_problem(
+                message_type, reply.content, self.current_arrays, self.max_update_norm
+            )
+            if problem is None:
+                kept.append(reply)
+            else:
+                rejected[reply.metadata.src_node_id] = problem
+        self._rejected[(server_round, message_type)] = rejected
+        return kept
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -143,24 +152,8 @@ class ValidatingStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept: list[Message] = []
-        rejected: list[Rejection] = []
-        for reply in replies:
-            if reply.has_error():
-                kept.append(reply)  # the wrapped strategy logs and skips errors
-                continue
-            problem = reply_problem(
-                reply.content, self.current_arrays, self.max_update_norm, self.weight_key
-            )
-            if problem is None:
-                kept.append(reply)
-                continue
-            node = reply.metadata.src_node_id
-            log(WARNING, "Round %d: rejected update from node %d: %s", server_round, node, problem)
-            rejected.append(Rejection(node_id=node, reason=problem))
-        self.rejections[server_round] = rejected
-        valid = sum(1 for reply in kept if not reply.has_error())
-        if valid < self.min_valid_replies:
+        kept = self._keep_valid(server_round, MessageType.TRAIN, replies)
+        if sum(1 for reply in kept if not reply.has_error()) < self.min_valid_replies:
             return None, None
         arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         return (None if arrays is None else keep_dtypes(arrays, self.current_arrays)), metrics
@@ -173,4 +166,5 @@ class ValidatingStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
+        kept = self._keep_valid(server_round, MessageType.EVALUATE, replies)
+        return self.strategy.aggregate_evaluate(server_round, kept)

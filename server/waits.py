@@ -61,13 +61,13 @@ class BoundedGrid(Grid):
         self._sleep = sleep
         self._deadline = clock() + timeout
 
-    def wait(self, poll_seconds: float = 1.0) -> list[int]:
-        """Return the connected node ids once ``required`` are connected; raise at the deadline."""
+    def wait(self, poll_seconds: float = 1.0) -> None:
+        """Return once ``required`` nodes are connected; raise at the deadline."""
         logged = -1
         while True:
             nodes = list(self.get_node_ids())
             if len(nodes) >= self._required:
-                return nodes
+                return
             if len(nodes) != logged:
                 log(
                     INFO,

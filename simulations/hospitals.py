@@ -7,6 +7,11 @@ MedMNIST file or an image folder, the training split is divided with the configu
 partitioner (label or quantity skew) and the held-out split IID, so every hospital's
 evaluation sees both classes and the examples-weighted federated metrics estimate the
 metrics on the whole held-out split.
+
+:func:`simulated_hospital` is what a ClientApp calls for a simulated hospital's data: the
+runner hands it to ``client.app.build_client_app`` and ``pyproject.toml`` registers it as
+the entry point ``simulated`` in ``fedclinic.site_resolvers`` for ``flwr run .``, so the
+hospital side never imports this package.
 """
 
 from __future__ import annotations

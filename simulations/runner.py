@@ -2,8 +2,10 @@
 
 ``flwr run .`` is the user-facing way to simulate. This runner is for programs that
 need to choose the settings themselves (tests, benchmarks, sweeps): it starts Flower's
-``run_simulation`` with our ServerApp and ClientApp and hands both the declared defaults
-from ``pyproject.toml`` merged with the caller's overrides as the run config.
+``run_simulation`` with our ServerApp and the hospitals' ClientApp (built by
+``client.app.build_client_app``, production mods included, with simulated hospitals' data)
+and hands both the declared defaults from ``pyproject.toml`` merged with the caller's
+overrides as the run config.
 """
 
 from __future__ import annotations
@@ -15,21 +17,17 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 
-from client.app import evaluate, train
-from client.mods import contain_errors, only_weights_leave
-from common.config import declared_defaults, parse_app_config, project_root
+from client.app import build_client_app
+from common.config import declared_defaults, parse_app_config, project_root, with_overrides
+from common.quiet import import_keras, quiet_ray
 from server.app import federate
+from simulations.hospitals import simulated_hospital
 
 
 def run_config_with(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Declared defaults with ``overrides`` applied; unknown keys are refused."""
-    defaults = declared_defaults(project_root() / "pyproject.toml")
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise KeyError(f"Unknown config key(s): {unknown}")
-    return {**defaults, **overrides}
+    """Declared defaults with ``overrides`` applied; an unknown key is a ConfigError."""
+    return with_overrides(declared_defaults(project_root() / "pyproject.toml"), overrides)
 
 
 def with_run_config(values: dict[str, Any]) -> Any:
@@ -56,9 +54,7 @@ def simulation_apps(run_config: dict[str, Any], cwd: Path) -> tuple[ServerApp, C
         federate(grid, config, run_config, cwd)
 
     server_app.main()(main)
-    client_app = ClientApp(mods=[with_run_config(run_config), contain_errors, only_weights_leave])
-    client_app.train()(train)
-    client_app.evaluate()(evaluate)
+    client_app = build_client_app(simulated_hospital, mods=[with_run_config(run_config)])
     return server_app, client_app
 
 
@@ -71,6 +67,10 @@ def simulate(
     """Simulate ``num_hospitals`` hospitals with the given config overrides."""
     run_config = run_config_with(overrides)
     server_app, client_app = simulation_apps(run_config, cwd or Path.cwd())
+    quiet_ray()  # before Ray starts; TensorFlow before Flower's simulation imports it
+    import_keras()
+    from flwr.simulation import run_simulation
+
     run_simulation(
         server_app=server_app,
         client_app=client_app,

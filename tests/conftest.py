@@ -14,6 +14,16 @@ from flwr.supercore.task_identity import TaskIdentity
 from tests.factories import E2E_HOSPITALS, E2E_OVERRIDES, central_set
 
 ROOT = Path(__file__).resolve().parent.parent
+# Seconds an e2e test may take, its fixtures' set-up included: above its own subprocess
+# timeouts (the shared simulation 600 s, then a killed and a resumed run of 300 s each), so
+# those fail first with the subprocess's output. Other tests get `timeout` in pyproject.toml.
+E2E_TIMEOUT = 1500
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
 
 
 @pytest.fixture

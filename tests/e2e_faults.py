@@ -1,13 +1,20 @@
 """Run a real Flower simulation in which chosen hospitals misbehave (test-only ClientApp).
 
 Used by tests/test_e2e_coordinator.py in subprocesses. ``faults`` maps a partition id to
-what that hospital does on every training message, bypassing the product's mods so the
-server-side checks are what stands between it and the global model:
+what that hospital does, per phase: ``{"train": KIND, "evaluate": KIND, "train@2": KIND}``
+(a ``PHASE@ROUND`` entry wins over the plain ``PHASE`` entry in that round). Every fault
+is applied to the product ClientApp's real reply, after its mods, so the reply is
+contract-valid except for the one fault and the coordinator's checks are what stands
+between it and the global model:
 
+- ``extra-metric``: the metric record gets an undeclared key ``debug-score``;
+- ``missing-metric``: ``accuracy`` is left out of the metric record;
+- ``renamed-record``: the train reply's ``arrays`` record is named ``weights`` / the
+  evaluate reply's ``metrics`` record is named ``results``;
+- ``second-record``: a second metric record ``extra`` is added;
+- ``nan``: NaN in the first array; ``shapes``: the last array has one element too many;
 - ``raise``: the ClientApp raises (Flower turns it into an error reply);
-- ``nan``: returns the received arrays with NaN in the first one;
-- ``shapes``: returns arrays whose last one has the wrong shape;
-- ``slow:SECONDS``: sleeps that long, then trains normally (to exceed ``round-timeout``).
+- ``slow:SECONDS``: sleeps that long, then answers normally (to exceed ``round-timeout``).
 
 Usage: ``python tests/e2e_faults.py HOSPITALS OVERRIDES_JSON [FAULTS_JSON]``.
 Exits 2 with ``error: <message>`` on stderr when the run ends with a fedclinic error.
@@ -22,58 +29,76 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
+from common.contract import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY
 from common.errors import FedclinicError
 from simulations.runner import run_config_with, simulation_apps
 
+Faults = dict[int, dict[str, str]]
 
-def bad_arrays(kind: str, received: list[np.ndarray]) -> list[np.ndarray]:
-    arrays = [a.copy() for a in received]
+
+def bad_arrays(kind: str, arrays: ArrayRecord) -> ArrayRecord:
+    values = {name: array.numpy().copy() for name, array in arrays.items()}
+    first, last = next(iter(values)), list(values)[-1]
     if kind == "nan":
-        arrays[0][...] = np.nan
-    elif kind == "shapes":
-        arrays[-1] = np.zeros((arrays[-1].size + 1,), dtype=arrays[-1].dtype)
+        values[first][...] = np.nan
+    else:  # shapes
+        values[last] = np.zeros((values[last].size + 1,), dtype=values[last].dtype)
+    return ArrayRecord({name: Array(value) for name, value in values.items()})
+
+
+def faulty_content(kind: str, phase: str, content: RecordDict) -> RecordDict:
+    """``content`` with exactly one fault of ``kind``."""
+    records: dict[str, Any] = dict(content.items())
+    metrics = dict(content.metric_records[METRICS_KEY].items())
+    if kind == "extra-metric":
+        records[METRICS_KEY] = MetricRecord({**metrics, "debug-score": 1.0})
+    elif kind == "missing-metric":
+        records[METRICS_KEY] = MetricRecord({k: v for k, v in metrics.items() if k != "accuracy"})
+    elif kind == "renamed-record":
+        old, new = (ARRAYS_KEY, "weights") if phase == "train" else (METRICS_KEY, "results")
+        records = {new if key == old else key: value for key, value in records.items()}
+    elif kind == "second-record":
+        records["extra"] = MetricRecord({"x": 1.0})
+    elif kind in ("nan", "shapes"):
+        records[ARRAYS_KEY] = bad_arrays(kind, content.array_records[ARRAYS_KEY])
     else:
         raise ValueError(f"unknown fault {kind!r}")
-    return arrays
+    return RecordDict(records)
 
 
-def faulty_client_app(product: ClientApp, faults: dict[int, str]) -> ClientApp:
+def fault_of(faults: Faults, msg: Message, context: Context) -> str | None:
+    spec = faults.get(int(context.node_config["partition-id"]), {})
+    phase = msg.metadata.message_type
+    server_round = msg.content.config_records[CONFIG_KEY].get("server-round")
+    return spec.get(f"{phase}@{server_round!r}", spec.get(phase))
+
+
+def faulty_client_app(product: ClientApp, faults: Faults) -> ClientApp:
     app = ClientApp()
 
-    def fault_of(context: Context) -> str | None:
-        return faults.get(int(context.node_config["partition-id"]))
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        kind = fault_of(context)
-        if kind is None:
-            return product(msg, context)
+    def handle(msg: Message, context: Context) -> Message:
+        kind = fault_of(faults, msg, context)
         if kind == "raise":
             raise RuntimeError("simulated hospital crash")
-        if kind.startswith("slow:"):
+        if kind is not None and kind.startswith("slow:"):
             time.sleep(float(kind.removeprefix("slow:")))
-            return product(msg, context)
-        received = msg.content.array_records["arrays"].to_numpy_ndarrays()
-        metrics = MetricRecord({"num-examples": 100, "loss": 1.0, "accuracy": 0.5})
-        content = RecordDict(
-            {"arrays": ArrayRecord(bad_arrays(kind, received)), "metrics": metrics}
-        )
+            kind = None
+        reply = product(msg, context)
+        if kind is None or reply.has_error():
+            return reply
+        content = faulty_content(kind, msg.metadata.message_type, reply.content)
         return Message(content=content, reply_to=msg)
 
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        if fault_of(context) == "raise":
-            raise RuntimeError("simulated hospital crash")
-        return product(msg, context)
-
+    app.train()(handle)
+    app.evaluate()(handle)
     return app
 
 
-def main(hospitals: int, overrides: dict[str, Any], faults: dict[int, str]) -> int:
+def main(hospitals: int, overrides: dict[str, Any], faults: Faults) -> int:
     run_config = run_config_with(overrides)
     server_app, client_app = simulation_apps(run_config, Path.cwd())
     try:

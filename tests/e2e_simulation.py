@@ -16,16 +16,22 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.simulation import run_simulation
 
+from common.contract import ARRAYS_KEY, reply_violations
 from simulations.runner import run_config_with, simulation_apps
 
 
 def describe(request: Message, reply: Message) -> dict[str, Any]:
-    """Everything about a reply's structure: record kinds, array shapes, metric types."""
+    """A reply's structure (record kinds, array shapes, metric types, the site record) and
+    every way it breaks the contract (``violations``, checked where the reply leaves)."""
+    message_type = request.metadata.message_type
     if reply.has_error():
-        return {"type": request.metadata.message_type, "error": reply.error.reason}
+        return {"type": message_type, "error": reply.error.reason}
     content = reply.content
+    reference = request.content.array_records.get(ARRAYS_KEY)
     return {
-        "type": request.metadata.message_type,
+        "type": message_type,
+        "violations": reply_violations(message_type, content, reference),
+        "node": int(request.metadata.dst_node_id),
         "sent_arrays": {
             key: [[list(a.shape), a.dtype] for a in record.values()]
             for key, record in request.content.array_records.items()
@@ -38,7 +44,10 @@ def describe(request: Message, reply: Message) -> dict[str, Any]:
             key: {name: type(value).__name__ for name, value in record.items()}
             for key, record in content.metric_records.items()
         },
-        "configs": list(content.config_records),
+        "configs": {
+            key: {name: str(value) for name, value in record.items()}
+            for key, record in content.config_records.items()
+        },
     }
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,26 +22,80 @@ def test_relative_data_paths_resolve_from_the_repository() -> None:
     assert resolve_data("/abs/x.npz") == Path("/abs/x.npz")
 
 
-def test_table_is_markdown_with_one_row_per_entry() -> None:
-    text = table(["name", "value"], [["a", 0.12345], ["bb", 1234.5], ["c", None]])
-    lines = text.splitlines()
-    assert lines[0].startswith("| name")
-    assert set(lines[1]) <= {"|", "-"}
-    assert "0.123" in lines[2]
-    assert "1234.5" in lines[3]
-    assert len(lines) == 5
+def test_table_formats_numbers_and_pads_columns() -> None:
+    # Prepare
+    rows: list[list[Any]] = [["a", 0.12345], ["bb", 1234.5], ["c", None], ["d", 7]]
+
+    # Execute
+    text = table(["name", "value"], rows)
+
+    # Assert
+    assert text.splitlines() == [
+        "| name | value  |",
+        "|------|--------|",
+        "| a    | 0.123  |",
+        "| bb   | 1234.5 |",
+        "| c    |        |",
+        "| d    | 7      |",
+    ]
 
 
-def test_process_tree_memory_includes_children() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+def _vm_rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` read here, independently of the helper under test."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+    assert match is not None
+    return int(match.group(1))
+
+
+# A sleeping child that starts a sleeping grandchild and prints the grandchild's pid.
+TREE = (
+    "import subprocess, sys, time\n"
+    "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print(grandchild.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_tree_memory_sums_the_processes_of_the_tree() -> None:
+    # Prepare
+    child = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True)
     try:
-        assert child.pid in process_tree(os.getpid())
-        memory = tree_memory_mib(os.getpid())
-        assert memory["processes"] >= 2
-        assert memory["rss_mib"] > 0
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        time.sleep(0.5)  # both are asleep; their RSS no longer changes
+
+        # Execute
+        memory = tree_memory_mib(child.pid)
+
+        # Assert
+        expected_kib = _vm_rss_kib(child.pid) + _vm_rss_kib(grandchild)
+        assert sorted(process_tree(child.pid)) == sorted([child.pid, grandchild])
+        assert memory["processes"] == 2.0
+        assert memory["rss_mib"] == pytest.approx(expected_kib / 1024, abs=0.5)
+        assert 0 < memory["root_pss_mib"] < memory["pss_mib"] <= memory["rss_mib"]
     finally:
         child.kill()
-        child.wait()
+        child.wait(timeout=30)
+
+
+def test_memory_watch_records_each_round_once(tmp_path: Path) -> None:
+    # Prepare
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"rounds": [{}, {}]}), encoding="utf-8")
+    watch = _common.MemoryWatch(os.getpid(), metrics, interval=0.05)
+
+    # Execute
+    watch.start()
+    time.sleep(0.5)
+    metrics.write_text("{corrupt", encoding="utf-8")  # a half-written file counts as no news
+    time.sleep(0.3)
+    watch.stop()
+
+    # Assert
+    assert [r["round"] for r in watch.rounds] == [1, 2]
+    assert watch.peak["rss_mib"] == pytest.approx(_vm_rss_kib(os.getpid()) / 1024, rel=0.5)
 
 
 def test_scale_samples_the_same_number_of_hospitals_at_any_size() -> None:
@@ -49,11 +106,20 @@ def test_scale_samples_the_same_number_of_hospitals_at_any_size() -> None:
         assert overrides["min-train-nodes"] == overrides["min-evaluate-nodes"] == 10
 
 
-def test_json_results_are_written_atomically(tmp_path: Path) -> None:
+def test_json_results_are_written_whole_and_nothing_else(tmp_path: Path) -> None:
+    # Prepare
     target = tmp_path / "sub" / "out.json"
-    _common.write_json(target, {"ratio": 1.2})
-    assert json.loads(target.read_text()) == {"ratio": 1.2}
-    assert not list(target.parent.glob("*.tmp"))
+    target.parent.mkdir()
+    target.write_text("old", encoding="utf-8")
+
+    # Execute
+    _common.write_json(target, {"ratio": 1.2, "rows": [1, 2]})
+
+    # Assert
+    assert target.read_text(encoding="utf-8") == (
+        '{\n  "ratio": 1.2,\n  "rows": [\n    1,\n    2\n  ]\n}\n'
+    )
+    assert list(target.parent.iterdir()) == [target]
 
 
 @pytest.mark.parametrize("name", ["accuracy", "overhead", "scale"])

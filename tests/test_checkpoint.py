@@ -1,31 +1,36 @@
-"""Checkpoints: round trip of weights, strategy state, history and RNG; pruning; refusals."""
+"""Checkpoints: round trip of weights, strategy state, history and RNG; pruning; refusals;
+a strategy whose state attributes Flower renamed."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
 from common.errors import RunError
 from server.checkpoint import (
     Checkpoint,
     check_fit,
+    check_strategy_state,
     checkpoint_path,
     fit_of,
-    latest_checkpoint,
     list_checkpoints,
     read_checkpoint,
     restore_rng_state,
     restore_strategy_state,
     rng_state,
     save_checkpoint,
+    scan_checkpoints,
+    set_aside,
     strategy_state,
 )
+from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
 from tests.factories import app_config
 
@@ -117,18 +122,162 @@ def test_keeps_only_the_newest(tmp_path: Path) -> None:
     ]  # no temporary files left behind
 
 
-def test_latest_skips_an_unreadable_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("keep", "expected"),
+    [
+        (1, ["round-00009.npz", "round-00003.npz"]),
+        (2, ["round-00009.npz", "round-00003.npz", "round-00002.npz"]),
+        (5, ["round-00009.npz", "round-00003.npz", "round-00002.npz", "round-00001.npz"]),
+    ],
+)
+def test_pruning_keeps_the_fresh_checkpoint_despite_a_broken_higher_one(
+    tmp_path: Path, keep: int, expected: list[str]
+) -> None:
+    for server_round in (1, 2):
+        save_checkpoint(tmp_path, checkpoint(server_round), keep=5)
+    checkpoint_path(tmp_path, 9).write_bytes(b"broken")  # left over, never loadable
+
+    fresh = save_checkpoint(tmp_path, checkpoint(3), keep=keep)
+
+    assert [p.name for p in list_checkpoints(tmp_path)] == expected
+    assert read_checkpoint(fresh).server_round == 3
+    assert checkpoint_path(tmp_path, 9).read_bytes() == b"broken"  # not ours to delete
+
+
+def test_checkpoints_are_ordered_by_round_number_not_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("round-99999.npz", "round-100000.npz", "round-00002.npz", ".round-7.npz"):
+        (folder / name).write_bytes(b"")
+
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "round-100000.npz",
+        "round-99999.npz",
+        "round-00002.npz",
+    ]
+
+
+def half_of_a_checkpoint(tmp_path: Path) -> bytes:
+    data = save_checkpoint(tmp_path / "whole", checkpoint(1), keep=1).read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (half_of_a_checkpoint, "BadZipFile"),  # a write cut short without the atomic rename
+        (lambda _: b"", "EOFError"),
+        (lambda _: b"not a checkpoint", "ValueError"),  # numpy takes it for a pickle
+    ],
+)
+def test_scan_skips_unreadable_checkpoints_and_names_them(
+    tmp_path: Path, damage: Callable[[Path], bytes], error: str
+) -> None:
     save_checkpoint(tmp_path, checkpoint(1), keep=3)
-    checkpoint_path(tmp_path, 2).write_bytes(b"truncated")
+    checkpoint_path(tmp_path, 2).write_bytes(damage(tmp_path))
+    checkpoint_path(tmp_path, 3).write_bytes(damage(tmp_path))
 
-    found = latest_checkpoint(tmp_path)
+    scan = scan_checkpoints(tmp_path)
 
-    assert found is not None
-    assert found[1].server_round == 1
+    assert scan.newest is not None
+    assert (scan.newest[0], scan.newest[1].server_round) == (checkpoint_path(tmp_path, 1), 1)
+    assert [(path, why.split(":")[0]) for path, why in scan.unreadable] == [
+        (checkpoint_path(tmp_path, 3), error),
+        (checkpoint_path(tmp_path, 2), error),
+    ]
 
 
-def test_no_checkpoint_is_none(tmp_path: Path) -> None:
-    assert latest_checkpoint(tmp_path) is None
+def test_setting_aside_keeps_every_unreadable_file(tmp_path: Path) -> None:
+    broken = checkpoint_path(tmp_path, 3)
+    broken.parent.mkdir()
+    for content in (b"first", b"second"):
+        broken.write_bytes(content)
+        set_aside(broken, "BadZipFile: File is not a zip file")
+
+    unreadable = tmp_path / "checkpoints" / "unreadable"
+    assert not broken.exists()
+    assert sorted((p.name, p.read_bytes()) for p in unreadable.iterdir()) == [
+        ("round-00003.1.npz", b"second"),
+        ("round-00003.npz", b"first"),
+    ]
+    assert list_checkpoints(tmp_path) == []  # set-aside files are no longer checkpoints
+
+
+def test_no_checkpoint_scans_empty(tmp_path: Path) -> None:
+    scan = scan_checkpoints(tmp_path)
+
+    assert (scan.newest, scan.unreadable) == (None, [])
+
+
+class RenamedMomentFedAdam(FedAdam):
+    """FedAdam as if Flower had renamed ``m_t``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_moment = self.m_t
+        del self.m_t
+
+
+class RenamedMomentumFedAvgM(FedAvgM):
+    """FedAvgM as if Flower had renamed ``momentum_vector`` and ``current_arrays``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.momentum_vector
+        del self.current_arrays
+
+
+@pytest.mark.parametrize(
+    ("strategy", "missing"),
+    [
+        (RenamedMomentFedAdam(), "`m_t`"),
+        (RenamedMomentumFedAvgM(), "`momentum_vector`, `current_arrays`"),
+    ],
+)
+def test_a_renamed_state_attribute_is_refused(strategy: Any, missing: str) -> None:
+    wrapped = ValidatingStrategy(strategy, max_update_norm=0.0, min_valid_replies=1)
+
+    with pytest.raises(RunError) as caught:
+        check_strategy_state(wrapped)
+
+    assert str(caught.value) == (
+        f"Cannot checkpoint {type(strategy).__name__}: it has no attribute {missing}, so its "
+        "state would not be saved and a resumed run would silently start it afresh "
+        "(has Flower renamed it? update STRATEGY_STATE in server/checkpoint.py)."
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
+     "fedtrimmedavg", "krum", "multikrum", "bulyan"],
+)  # fmt: skip
+def test_every_offered_strategy_has_the_state_its_checkpoints_save(name: str) -> None:
+    strategy = build_strategy(app_config(strategy=name))
+
+    check_strategy_state(strategy)  # raises if Flower renamed an attribute
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (FedAdam(), {"m_t", "v_t", "current_arrays"}),
+        (FedYogi(), {"m_t", "v_t", "current_arrays"}),
+        (FedAdagrad(), {"m_t", "v_t", "current_arrays"}),
+        (FedAvgM(), {"momentum_vector", "current_arrays"}),
+        (FedAvg(), set()),
+    ],
+)
+def test_strategy_state_saves_the_declared_attributes_once_set(
+    strategy: Any, expected: set[str]
+) -> None:
+    for name in expected:
+        setattr(strategy, name, {"a": np.ones(1)})
+    strategy.unrelated = {"a": np.ones(1)}
+
+    state = strategy_state(ValidatingStrategy(strategy, max_update_norm=0.0, min_valid_replies=1))
+
+    assert set(state) == expected
 
 
 @pytest.mark.parametrize(

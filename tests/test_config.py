@@ -4,7 +4,16 @@ from typing import Any
 
 import pytest
 
-from common.config import declared_defaults, parse_app_config, parse_train_config, project_root
+from common.config import (
+    SYNTHETIC_MIN_IMAGE_SIZE,
+    declared_defaults,
+    parse_app_config,
+    parse_train_config,
+    project_root,
+    with_overrides,
+)
+from common.data.schema import DataSpec
+from common.data.synthetic import synthetic_site
 from common.errors import ConfigError
 from tests.factories import run_config
 
@@ -32,6 +41,14 @@ def test_declared_defaults_parse() -> None:
         ("dirichlet-alpha", 0.0, "Invalid value for `dirichlet-alpha`. Expected a number > 0.0. Received: 0.0"),
         ("channels", 2, "Invalid value for `channels`. Expected one of 1, 3. Received: 2"),
         ("class-names", "normal", "Invalid value for `class-names`. Expected a string listing at least two comma-separated names. Received: 'normal'"),
+        ("class-names", "normal,,pneumonia", "Invalid value for `class-names`. Expected comma-separated names, none of them empty. Received: 'normal,,pneumonia'"),
+        ("class-names", " ,b", "Invalid value for `class-names`. Expected comma-separated names, none of them empty. Received: ' ,b'"),
+        ("class-names", "normal,", "Invalid value for `class-names`. Expected comma-separated names, none of them empty. Received: 'normal,'"),
+        ("class-names", "a,a", "Invalid value for `class-names`. Expected distinct class names ('a' is listed more than once). Received: 'a,a'"),
+        ("class-names", "a,b, a", "Invalid value for `class-names`. Expected distinct class names ('a' is listed more than once). Received: 'a,b, a'"),
+        ("class-names", ["a", "b"], "Invalid value for `class-names`. Expected a string. Received: ['a', 'b']"),
+        ("image-size", 15, "Invalid value for `image-size`. Expected an integer ≥ 16 when `dataset` is 'synthetic'. Received: 15"),
+        ("image-size", 4, "Invalid value for `image-size`. Expected an integer ≥ 8 and ≤ 1024. Received: 4"),
         ("dataset", "medmnist", "Invalid value for `data-path`. Expected a path to the data when `dataset` is 'medmnist'. Received: ''"),
         ("seed", -3, "Invalid value for `seed`. Expected an integer ≥ 0. Received: -3"),
         ("resume", "yes", "Invalid value for `resume`. Expected true or false. Received: 'yes'"),
@@ -105,3 +122,67 @@ def test_every_declared_key_is_read() -> None:
 
     assert declared == read
     assert set(AppConfig.model_fields) == {"federation", "train", "data", "model", "seed"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"dataset": "folder", "data-path": "/data/x", "image-size": 8}, 8),
+        ({"image-size": SYNTHETIC_MIN_IMAGE_SIZE}, SYNTHETIC_MIN_IMAGE_SIZE),
+    ],
+)
+def test_small_images_are_accepted_where_they_work(
+    overrides: dict[str, Any], expected: int
+) -> None:
+    config = parse_app_config({**run_config(), **overrides})
+
+    assert config.data.image_size == expected
+
+
+def test_synthetic_bound_is_what_the_generator_needs() -> None:
+    # Prepare
+    def spec(size: int) -> DataSpec:
+        return DataSpec(class_names=("a", "b"), image_size=size, channels=1, min_examples=2)
+
+    # Execute
+    smallest = synthetic_site(0, 0, 4, spec(SYNTHETIC_MIN_IMAGE_SIZE))
+    with pytest.raises(ConfigError) as caught:
+        synthetic_site(0, 0, 4, spec(SYNTHETIC_MIN_IMAGE_SIZE - 1))
+
+    # Assert
+    assert smallest.train.images.shape[1:] == (
+        SYNTHETIC_MIN_IMAGE_SIZE,
+        SYNTHETIC_MIN_IMAGE_SIZE,
+        1,
+    )
+    assert "image_size" in str(caught.value)
+
+
+def test_class_names_are_stripped() -> None:
+    config = parse_app_config({**run_config(), "class-names": " normal , pneumonia,covid "})
+
+    assert config.data.spec().class_names == ("normal", "pneumonia", "covid")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"foo": 1}, "Unknown config key `foo`. Expected one of the keys declared in [tool.flwr.app.config] of pyproject.toml."),
+        ({"local-epoch": 1}, "Unknown config key `local-epoch`. Expected one of the keys declared in [tool.flwr.app.config] of pyproject.toml. Did you mean `local-epochs`?"),
+        ({"seed": 1, "zzz": 2, "aaa": 3}, "Unknown config key `aaa`. Expected one of the keys declared in [tool.flwr.app.config] of pyproject.toml."),
+    ],
+)  # fmt: skip
+def test_unknown_override_is_a_config_error(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        with_overrides(run_config(), overrides)
+
+    assert str(caught.value) == message
+
+
+def test_overrides_replace_declared_values() -> None:
+    defaults = run_config()
+
+    merged = with_overrides(defaults, {"seed": 7, "strategy": "fedprox"})
+
+    assert merged == {**defaults, "seed": 7, "strategy": "fedprox"}
+    assert defaults == run_config()  # the defaults themselves are untouched

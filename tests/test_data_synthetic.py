@@ -7,6 +7,8 @@ import pytest
 
 from common.data.schema import DataSpec
 from common.data.synthetic import (
+    MIMIC_FRACTION,
+    OCCULT_FRACTION,
     HospitalProfile,
     generate_images,
     hospital_profile,
@@ -14,6 +16,7 @@ from common.data.synthetic import (
     synthetic_site,
 )
 from common.errors import ConfigError
+from common.metrics import binary_auc
 
 NAMES = ("normal", "pneumonia", "covid", "other")
 QUIET = HospitalProfile(intensity=0.0, contrast=1.0, noise=0.0, prevalence=0.5,
@@ -103,7 +106,7 @@ def test_labels_follow_prevalence_exactly(
 
 
 def test_opacities_make_positive_lungs_brighter() -> None:
-    labels = np.repeat([0, 1], 200)
+    labels = np.repeat([0, 1], 1000)
 
     images = generate_images(np.random.default_rng(0), labels, QUIET, spec())
 
@@ -111,6 +114,51 @@ def test_opacities_make_positive_lungs_brighter() -> None:
     assert means[labels == 1].mean() - means[labels == 0].mean() > 0.03
     # per image, not just on average: few normals are as bright as the median positive
     assert np.mean(means[labels == 0] >= np.median(means[labels == 1])) < 0.1
+
+
+def test_some_positives_and_normals_look_exactly_alike() -> None:
+    """The same random stream renders the same anatomy for any labels, so each positive
+    has a normal twin; the twins are identical exactly when the positive's opacities are
+    occult and the normal has no look-alike, or the positive's are visible and the normal
+    has a look-alike (one lung zone with two classes): no classifier can tell them apart."""
+    n = 4000
+    expected = OCCULT_FRACTION * (1 - MIMIC_FRACTION) + (1 - OCCULT_FRACTION) * MIMIC_FRACTION
+
+    positives = generate_images(np.random.default_rng(5), np.ones(n, np.int64), QUIET, spec())
+    normals = generate_images(np.random.default_rng(5), np.zeros(n, np.int64), QUIET, spec())
+
+    identical = np.all(positives == normals, axis=(1, 2, 3)).mean()
+    standard_error = np.sqrt(expected * (1 - expected) / n)
+    assert abs(identical - expected) < 4 * standard_error
+
+
+def logistic_regression(images: np.ndarray, labels: np.ndarray, steps: int = 300) -> np.ndarray:
+    """Weights (bias last) of an L2-regularised logistic regression on standardised pixels."""
+    x = np.hstack([images.reshape(len(images), -1), np.ones((len(images), 1))])
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-x @ w))
+        w -= 0.5 * (x.T @ (p - labels) / len(labels) + 1e-3 * w)
+    return w
+
+
+def test_a_linear_model_learns_the_task_but_cannot_separate_it() -> None:
+    profile = dataclasses.replace(QUIET, noise=0.04, contrast=0.9, intensity=0.02)
+    labels = np.repeat([0, 1], 1000)
+    train = generate_images(np.random.default_rng(1), labels, profile, spec())
+    test = generate_images(np.random.default_rng(2), labels, profile, spec())
+    mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
+
+    w = logistic_regression((train - mean) / std, labels)
+    flat = ((test - mean) / std).reshape(len(test), -1)
+    auc = binary_auc(labels == 1, flat @ w[:-1] + w[-1])
+
+    # chance: the AUC of random scores has mean 0.5 and this standard deviation
+    n1 = n0 = 1000
+    chance_sd = np.sqrt((n1 + n0 + 1) / (12 * n1 * n0))
+    assert auc > 0.5 + 6 * chance_sd
+    # the identical twins above cap any classifier well below 1
+    assert auc < 0.95
 
 
 def test_class_decides_the_lung_zone_of_the_opacities() -> None:

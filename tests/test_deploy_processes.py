@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from simulations.processes import (
+from deployment.processes import (
     DeployError,
     Supervisor,
     descendants,
     free_port,
+    proc_table,
+    process_state,
+    process_tree,
     wait_for_port,
 )
 
@@ -39,11 +43,7 @@ open(sys.argv[1], "w").write(str(child.pid))
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except OSError:
-        return False
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")
 
 
 def _start_tree(supervisor: Supervisor, pids_file: Path) -> list[int]:
@@ -140,5 +140,61 @@ def test_wait_for_port_returns_once_listening(tmp_path: Path) -> None:
         sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
         started = supervisor.start("sleeper", sleeper, cwd=tmp_path)
 
-        # Execute / Assert: no exception
+        # Execute
         wait_for_port(started, port, timeout=5)
+
+        # Assert: it returned because it connected, not because it gave up
+        server.settimeout(1.0)
+        connection, _ = server.accept()
+        connection.close()
+
+
+def test_wait_for_port_fails_when_nothing_listens(tmp_path: Path) -> None:
+    # Prepare
+    port = free_port()
+    with Supervisor(dict(os.environ), tmp_path / "logs") as supervisor:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+        started = supervisor.start("sleeper", sleeper, cwd=tmp_path)
+
+        # Execute
+        with pytest.raises(DeployError) as error:
+            wait_for_port(started, port, timeout=1)
+
+    # Assert
+    assert str(error.value) == f"sleeper did not listen on 127.0.0.1:{port} within 1 s."
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_proc_table_knows_this_process_and_its_child(tmp_path: Path) -> None:
+    # Prepare
+    with Supervisor(dict(os.environ), tmp_path / "logs") as supervisor:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+        child = supervisor.start("sleeper", sleeper, cwd=tmp_path).popen.pid
+
+        # Execute
+        table = proc_table()
+        tree = process_tree(os.getpid())
+
+        # Assert: the supervisor starts each process in a session (and group) of its own
+        assert table[os.getpid()] == (os.getppid(), os.getpgrp())
+        assert table[child] == (os.getpid(), child)
+        assert tree[0] == os.getpid()
+        assert child in tree
+        assert process_state(child) in {"R", "S", "D"}
+
+
+def test_process_state_of_a_process_that_is_gone() -> None:
+    # Prepare
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+
+    # Execute
+    state = process_state(int(done.stdout))
+
+    # Assert
+    assert state is None

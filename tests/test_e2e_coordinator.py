@@ -1,6 +1,8 @@
 """The coordinator under failure, with real Flower simulations in subprocesses.
 
-- hospitals that crash, send NaN or send wrong shapes: the round completes with the rest;
+- one 5-hospital simulation in which four hospitals break one rule each per phase (extra
+  or missing metric, renamed or second record, NaN, wrong shape, a crash) and one sleeps
+  past `round-timeout`: the run completes, every one is recorded by name with its reason;
 - too few hospitals: the run ends non-zero with its message within a bounded time;
 - SIGKILL in the middle of a round, then ``resume=true``: every round recorded once,
   a loadable model, final weights close to the uninterrupted run of the shared
@@ -25,6 +27,7 @@ import pytest
 
 from tests.factories import E2E_HOSPITALS
 
+pytestmark = pytest.mark.e2e  # every test here runs real simulations
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "tests/e2e_faults.py"
 RUN_TIMEOUT = 300
@@ -36,7 +39,10 @@ SMALL: dict[str, Any] = {
 }
 
 
-def command(hospitals: int, overrides: dict[str, Any], faults: dict[int, str]) -> list[str]:
+Faults = dict[int, dict[str, str]]
+
+
+def command(hospitals: int, overrides: dict[str, Any], faults: Faults) -> list[str]:
     return [sys.executable, SCRIPT, str(hospitals), json.dumps(overrides), json.dumps(faults)]
 
 
@@ -45,7 +51,10 @@ def environment() -> dict[str, str]:
 
 
 def simulate(
-    hospitals: int, overrides: dict[str, Any], faults: dict[int, str] | None = None
+    hospitals: int,
+    overrides: dict[str, Any],
+    faults: Faults | None = None,
+    timeout: float = RUN_TIMEOUT,
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     completed = subprocess.run(
@@ -54,7 +63,7 @@ def simulate(
         env=environment(),
         capture_output=True,
         text=True,
-        timeout=RUN_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     return completed, time.monotonic() - started
@@ -83,41 +92,91 @@ def final_weights(run_dir: Path) -> list[np.ndarray]:
     return keras.models.load_model(run_dir / "model.keras").get_weights()
 
 
+# Round 1 (starting Ray's actors, importing TensorFlow, tracing) must fit in `round-timeout`
+# even on a busy machine, so the slow hospital costs this run about ROUND_TIMEOUT seconds.
+ROUND_TIMEOUT = 120.0
+FAULTS_RUN_TIMEOUT = 600
+# partition -> its fault per phase (PHASE@ROUND wins in that round); hospital-0 is honest
+FAULTS: Faults = {
+    1: {"train": "extra-metric", "evaluate": "missing-metric", "train@2": "nan"},
+    2: {"train": "missing-metric", "evaluate": "extra-metric", "train@2": "shapes"},
+    3: {"train": "renamed-record", "evaluate": "second-record", "train@2": "raise"},
+    4: {"train": "second-record", "evaluate": "renamed-record",
+        "train@2": f"slow:{ROUND_TIMEOUT + 10:g}"},
+}  # fmt: skip
+EVALUATE_REJECTIONS = {
+    "hospital-1": ("rejected", "record `metrics` keys: missing `accuracy`"),
+    "hospital-2": ("rejected", "record `metrics` keys: unexpected `debug-score`"),
+    "hospital-3": ("rejected", "records: unexpected `extra`"),
+    "hospital-4": ("rejected", "records: missing `metrics`, unexpected `results`"),
+}
+EXPECTED: dict[tuple[int, str], dict[str, tuple[str, str]]] = {
+    (1, "train"): {
+        "hospital-1": ("rejected", "record `metrics` keys: unexpected `debug-score`"),
+        "hospital-2": ("rejected", "record `metrics` keys: missing `accuracy`"),
+        "hospital-3": ("rejected", "records: missing `arrays`, unexpected `weights`"),
+        "hospital-4": ("rejected", "records: unexpected `extra`"),
+    },
+    (1, "evaluate"): EVALUATE_REJECTIONS,
+    (2, "train"): {
+        "hospital-1": ("rejected", "array `0` contains NaN or Inf"),
+        "hospital-2": ("rejected", "array `3` is float32[3], the model's is float32[2]"),
+        "hospital-4": ("timeout", f"no reply within `round-timeout` ({ROUND_TIMEOUT:g} s)"),
+    },
+    (2, "evaluate"): EVALUATE_REJECTIONS,
+}
+
+
+def outcomes(record: dict[str, Any], phase: str) -> dict[str, tuple[str, str]]:
+    """name -> (status, reason) of every hospital that did not reply validly."""
+    return {
+        n["name"]: (n["status"], n["reason"])
+        for n in record["nodes"][phase].values()
+        if n["status"] != "ok"
+    }
+
+
 @pytest.mark.e2e
-def test_failing_hospitals_are_left_out_and_recorded(tmp_path: Path) -> None:
+def test_faulty_replies_are_rejected_and_a_slow_hospital_times_out(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = {
         **SMALL,
         "num-server-rounds": 2,
         "min-available-nodes": 5,
-        "min-train-nodes": 2,
+        "min-train-nodes": 1,
+        "round-timeout": ROUND_TIMEOUT,
         "run-dir": str(run_dir),
     }
 
-    completed, _ = simulate(5, overrides, {1: "raise", 2: "nan", 3: "shapes"})
+    completed, _ = simulate(5, overrides, FAULTS, timeout=FAULTS_RUN_TIMEOUT)
 
     assert completed.returncode == 0, completed.stderr[-4000:]
-    rounds = metrics(run_dir)["rounds"]
+    run = metrics(run_dir)
+    assert run["outcome"] == {"status": "completed"}
+    rounds = run["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     for record in rounds:
-        assert record["participation"] == {
-            "sampled": 5,
-            "ok": 2,
-            "failed": 1,
-            "timeout": 0,
-            "rejected": 2,
-        }
-        reasons = sorted(
-            n["reason"] for n in record["nodes"]["train"].values() if n["status"] != "ok"
-        )
-        assert reasons[0].startswith("Exception ClientAppException occurred")
-        assert "simulated hospital crash" in reasons[0]
-        assert reasons[1:] == [
-            "array 0 contains NaN or Inf",
-            "array 3 is float32[3], the model's is float32[2]",
-        ]
+        for phase in ("train", "evaluate"):
+            found = outcomes(record, phase)
+            crash = found.pop("hospital-3") if (record["round"], phase) == (2, "train") else None
+            assert found == EXPECTED[(record["round"], phase)], (record["round"], phase)
+            if crash is not None:
+                assert crash[0] == "failed"
+                assert "simulated hospital crash" in crash[1]
+            names = sorted(n["name"] for n in record["nodes"][phase].values())
+            assert names == [f"hospital-{p}" for p in range(5)]
+            assert {n.get("data-kind") for n in record["nodes"][phase].values()} == {
+                "simulated-synthetic"
+            }
+    assert rounds[1]["participation"] == {
+        "sampled": 5, "ok": 1, "failed": 1, "timeout": 1, "rejected": 2,
+    }  # fmt: skip
     assert all(np.all(np.isfinite(w)) for w in final_weights(run_dir))
-    assert "**rejected** — array 0 contains NaN or Inf" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "- round 1, train, hospital-3: **rejected** — records: missing `arrays`, " in report
+    assert "- round 2, train, hospital-4: **timeout** — no reply within `round-timeout`" in report
+    assert "| hospital-0 | `" in report
+    assert "[fedclinic] train hospital-4 (node " in completed.stderr  # logs name hospitals
 
 
 @pytest.mark.e2e

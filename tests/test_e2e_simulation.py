@@ -14,6 +14,7 @@ from common.models import build_model
 from simulations.hospitals import simulated_hospital
 from tests.factories import E2E_HOSPITALS, E2E_OVERRIDES, app_config
 
+pytestmark = pytest.mark.e2e  # every test here runs real simulations
 OVERRIDES = E2E_OVERRIDES
 HOSPITALS = E2E_HOSPITALS
 Simulation = tuple[Path, dict[str, Any]]
@@ -53,19 +54,37 @@ def test_run_directory_holds_resolved_config(simulation: Simulation) -> None:
 
 
 @pytest.mark.e2e
-def test_every_reply_is_weights_and_scalar_metrics(simulation: Simulation) -> None:
+def test_every_reply_is_exactly_the_contract(simulation: Simulation) -> None:
     lines = (simulation[0] / "replies.jsonl").read_text().splitlines()
     replies = [json.loads(line) for line in lines]
 
     assert len(replies) == 2 * HOSPITALS * 2  # train + evaluate, every hospital, every round
     for reply in replies:
         assert "error" not in reply, reply
-        assert reply["configs"] == []
-        assert list(reply["metrics"]) == ["metrics"]
-        assert set(reply["metrics"]["metrics"].values()) <= {"int", "float"}
+        assert reply["violations"] == [], reply
+        metrics = reply["metrics"]["metrics"]
+        assert set(reply["configs"]) == {"site"}
+        assert set(metrics.values()) <= {"int", "float"}
         if reply["type"] == "train":
+            assert set(metrics) == {"num-examples", "loss", "accuracy"}
             assert reply["arrays"] == reply["sent_arrays"]
         else:
+            expected = {"num-examples", "loss", "accuracy", "auc", "sensitivity", "specificity"}
+            assert set(metrics) == expected
             assert reply["arrays"] == {}
     shapes = [tuple(shape) for shape, _ in replies[0]["sent_arrays"]["arrays"]]
     assert shapes == [w.shape for w in build_model("cnn-small", app_config().data.spec()).weights]
+
+
+@pytest.mark.e2e
+def test_each_node_reports_one_simulated_hospital_name(simulation: Simulation) -> None:
+    lines = (simulation[0] / "replies.jsonl").read_text().splitlines()
+    sites = {
+        (r["node"], r["configs"]["site"]["site-name"], r["configs"]["site"]["data-kind"])
+        for r in map(json.loads, lines)
+    }
+
+    names = sorted(name for _, name, _ in sites)
+    assert names == [f"hospital-{n}" for n in range(HOSPITALS)]  # one name per node
+    assert len({node for node, _, _ in sites}) == HOSPITALS
+    assert {kind for _, _, kind in sites} == {"simulated-synthetic"}

@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from common.config import parse_app_config
 from common.errors import ConfigError, RunError
 from server.app import federate, run
 from server.loop import run_round, short_reason
+from server.records import SiteBook
 from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
 from tests.factories import app_config, run_config
-from tests.fake_grid import Behaviour, FakeGrid
+from tests.fake_grid import FakeGrid
+
+EVALUATE_METRICS = {"accuracy": 0.5, "auc": 0.5, "sensitivity": 0.5, "specificity": 0.5}
 
 
-def answers(offset: float) -> Behaviour:
+def site_of(request: Message) -> ConfigRecord:
+    """Node N calls itself ``site-N`` and trains on its own images."""
+    return ConfigRecord(
+        {"site-name": f"site-{request.metadata.dst_node_id}", "data-kind": "folder"}
+    )
+
+
+def answers(offset: float) -> Callable[[Message], Message]:
     """A hospital that moves every weight by ``offset`` and reports fixed metrics."""
 
     def behaviour(request: Message) -> Message:
@@ -29,13 +41,34 @@ def answers(offset: float) -> Behaviour:
             received = request.content.array_records["arrays"].to_numpy_ndarrays()
             moved = [(a + np.float32(offset)).astype(a.dtype) for a in received]
             metrics = MetricRecord({"num-examples": 10, "loss": 0.5, "accuracy": 0.75})
-            content = RecordDict({"arrays": ArrayRecord(moved), "metrics": metrics})
+            content = RecordDict(
+                {"arrays": ArrayRecord(moved), "metrics": metrics, "site": site_of(request)}
+            )
         else:
-            metrics = MetricRecord({"num-examples": 5, "loss": offset, "accuracy": 0.5})
-            content = RecordDict({"metrics": metrics})
+            metrics = MetricRecord({"num-examples": 5, "loss": offset, **EVALUATE_METRICS})
+            content = RecordDict({"metrics": metrics, "site": site_of(request)})
         return Message(content=content, reply_to=request)
 
     return behaviour
+
+
+def extra_evaluate_metric(request: Message) -> Message:
+    """Trains like everyone but adds a metric nobody declared to its evaluate reply."""
+    reply = answers(1.0)(request)
+    if request.metadata.message_type == "evaluate":
+        reply.content.metric_records["metrics"]["f1"] = 0.3
+    return reply
+
+
+class Dropping:
+    """Answers in round 1, then never again (a hospital that went offline)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, request: Message) -> Message | None:
+        self.calls += 1
+        return answers(1.0)(request) if self.calls <= 2 else None
 
 
 def crashes(request: Message) -> Message:
@@ -83,12 +116,55 @@ def test_round_aggregates_the_valid_updates_and_records_every_node() -> None:
         "sampled": 5, "ok": 2, "failed": 1, "timeout": 1, "rejected": 1,
     }  # fmt: skip
     nodes = record["nodes"]["train"]
-    assert nodes["3"] == {"status": "failed", "reason": "ValueError: bad data"}
-    assert nodes["4"] == {"status": "rejected", "reason": "array 0 contains NaN or Inf"}
-    assert nodes["5"] == {"status": "timeout", "reason": "no reply in time"}
-    assert nodes["1"]["metrics"] == {"num-examples": 10, "loss": 0.5, "accuracy": 0.75}
+    assert nodes["3"] == {"name": "node-3", "status": "failed", "reason": "ValueError: bad data"}
+    assert nodes["4"] == {
+        "name": "site-4", "data-kind": "folder",
+        "status": "rejected", "reason": "array `0` contains NaN or Inf",
+    }  # fmt: skip
+    assert nodes["5"] == {
+        "name": "node-5", "status": "timeout", "reason": "no reply within `round-timeout` (7 s)",
+    }  # fmt: skip
+    assert nodes["1"] == {
+        "name": "site-1", "data-kind": "folder", "status": "ok",
+        "metrics": {"num-examples": 10, "loss": 0.5, "accuracy": 0.75},
+    }  # fmt: skip
     assert record["evaluate"]["loss"] == pytest.approx((1.0 + 3.0 + 1.0) / 3)
     assert grid.timeouts == [7.0, 7.0]
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_rejected_evaluate_reply_is_recorded_and_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    grid = FakeGrid({1: answers(1.0), 2: extra_evaluate_metric, 3: answers(4.0)})
+    strategy, config = strategy_for(min_train_nodes=2, min_available_nodes=3)
+
+    with caplog.at_level(logging.WARNING):
+        record = run_round(grid, strategy, start(), 1, config).record
+
+    assert record["nodes"]["evaluate"]["2"] == {
+        "name": "site-2", "data-kind": "folder",
+        "status": "rejected", "reason": "record `metrics` keys: unexpected `f1`",
+    }  # fmt: skip
+    assert record["nodes"]["train"]["2"]["status"] == "ok"
+    assert record["evaluate"]["loss"] == pytest.approx((1.0 + 4.0) / 2)
+    assert "[fedclinic] evaluate site-2 (node 2) rejected: record `metrics` keys: " in caplog.text
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_node_keeps_its_name_after_it_stops_replying() -> None:
+    grid = FakeGrid({1: answers(1.0), 2: answers(2.0), 3: Dropping()})
+    strategy, config = strategy_for(min_train_nodes=2, min_available_nodes=3)
+    book = SiteBook()
+    first = run_round(grid, strategy, start(), 1, config, book=book)
+
+    second = run_round(grid, strategy, first.arrays, 2, config, book=book).record
+
+    assert second["nodes"]["train"]["3"] == {
+        "name": "site-3", "data-kind": "folder",
+        "status": "timeout", "reason": "no reply within `round-timeout` (600 s)",
+    }  # fmt: skip
+    assert second["nodes"]["evaluate"]["3"]["name"] == "site-3"
 
 
 @pytest.mark.parametrize(

@@ -51,3 +51,74 @@ def test_binary_metrics_against_hand_counts() -> None:
     assert metrics["sensitivity"] == pytest.approx(3 / 4)
     assert metrics["specificity"] == pytest.approx(2 / 3)
     assert metrics["auc"] == pytest.approx(pairwise_auc(labels == 1, p1))
+
+
+# -- more than two classes: macro one-vs-rest AUC, macro sensitivity and specificity ----------
+def multiclass_oracle(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Loop-by-loop: argmax (first of equal maxima), then per class one-vs-rest pairwise AUC,
+    recall and specificity, averaged over the classes where each is defined."""
+    rows = probabilities.tolist()
+    truth = labels.tolist()
+    classes = range(len(rows[0]))
+    predicted = [next(k for k in classes if row[k] == max(row)) for row in rows]
+    aucs, recalls, specificities = [], [], []
+    for k in classes:
+        positives = [i for i, t in enumerate(truth) if t == k]
+        negatives = [i for i, t in enumerate(truth) if t != k]
+        if positives and negatives:
+            is_positive = np.array([t == k for t in truth])
+            aucs.append(pairwise_auc(is_positive, probabilities[:, k]))
+        if positives:
+            recalls.append(sum(predicted[i] == k for i in positives) / len(positives))
+        if negatives:
+            specificities.append(sum(predicted[i] != k for i in negatives) / len(negatives))
+    return {
+        "accuracy": sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth),
+        "auc": sum(aucs) / len(aucs),
+        "sensitivity": sum(recalls) / len(recalls),
+        "specificity": sum(specificities) / len(specificities),
+    }
+
+
+def test_three_class_metrics_against_hand_counts() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probabilities = np.array(
+        [
+            [0.7, 0.2, 0.1],  # -> 0, right
+            [0.3, 0.4, 0.3],  # -> 1, wrong
+            [0.2, 0.6, 0.2],  # -> 1, right
+            [0.1, 0.3, 0.6],  # -> 2, wrong
+            [0.1, 0.1, 0.8],  # -> 2, right
+            [0.5, 0.2, 0.3],  # -> 0, wrong
+        ]
+    )
+
+    metrics = classification_metrics(labels, probabilities)
+
+    # one right of two per class; each class is predicted once for one of its 4 negatives;
+    # one-vs-rest AUCs 7/8, 7/8 and 6.5/8 (class 2: 0.3 ties the negative 0.3)
+    assert metrics == pytest.approx(
+        {"accuracy": 3 / 6, "sensitivity": 1 / 2, "specificity": 3 / 4, "auc": 20.5 / 24}
+    )
+
+
+@pytest.mark.parametrize(
+    ("classes", "present", "seed"),
+    [
+        (3, 3, 0),
+        (3, 3, 1),
+        (4, 4, 2),
+        (5, 5, 3),
+        (4, 3, 4),  # class 3 never occurs: its AUC and recall are undefined and left out
+    ],
+)
+def test_multiclass_metrics_match_the_loop_oracle(classes: int, present: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, present, 80)
+    weights = rng.integers(1, 4, (80, classes)).astype(np.float64)  # few distinct rows:
+    probabilities = weights / weights.sum(axis=1, keepdims=True)  # tied scores and maxima
+
+    metrics = classification_metrics(labels, probabilities)
+
+    assert set(metrics) == {"accuracy", "auc", "sensitivity", "specificity"}
+    assert metrics == pytest.approx(multiclass_oracle(labels, probabilities))

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_key,
 )
 
-from common.cli import main
+from cli.main import main
 from common.errors import ConfigError
-from common.pki import PkiPaths, SiteKeys, add_site, init_pki
+from deployment.pki import PkiPaths, SiteKeys, add_site, init_pki
 
 
 def _mode(path: Path) -> int:

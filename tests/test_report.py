@@ -10,17 +10,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.cli import main
+from cli.main import main
+from server.records import PHASES
 from server.report import write_report
+from server.report_plots import hospitals_by_name
+from tests.factories import run_config
+
+# Flower node ids are 20-digit numbers; the report must show names instead.
+ONE, TWO, THREE = "12345678901234567891", "12345678901234567892", "12345678901234567893"
 
 
-def node(status: str, **metrics: float) -> dict[str, Any]:
+def node(
+    status: str, name: str | None = None, kind: str = "simulated-synthetic", **metrics: float
+) -> dict[str, Any]:
+    named = {"name": name, "data-kind": kind} if name else {}
     if status == "ok":
-        return {"status": "ok", "metrics": {"num-examples": 10, **metrics}}
-    return {"status": status, "reason": f"{status} reason"}
+        return {**named, "status": "ok", "metrics": {"num-examples": 10, **metrics}}
+    return {**named, "status": status, "reason": f"{status} reason"}
 
 
-def round_record(number: int, central: bool) -> dict[str, Any]:
+def round_record(number: int, central: bool, kind: str = "simulated-synthetic") -> dict[str, Any]:
     record: dict[str, Any] = {
         "round": number,
         "train": {"loss": 0.7 - 0.1 * number, "accuracy": 0.5 + 0.1 * number},
@@ -28,11 +37,15 @@ def round_record(number: int, central: bool) -> dict[str, Any]:
         "participation": {"sampled": 3, "ok": 2, "failed": 1, "timeout": 0, "rejected": 0},
         "nodes": {
             "train": {
-                "11": node("ok", loss=0.5),
-                "22": node("ok", loss=0.4),
-                "33": node("failed" if number == 1 else "rejected"),
+                ONE: node("ok", "hospital-1", kind, loss=0.5, **{"num-examples": 100 + number}),
+                TWO: node("ok", "hospital-2", kind, loss=0.4),
+                # failed before it ever replied; named by its rejected reply of round 2
+                THREE: node("failed") if number == 1 else node("rejected", "hospital-10", kind),
             },
-            "evaluate": {"11": node("ok", accuracy=0.6, auc=0.7), "22": node("timeout")},
+            "evaluate": {
+                ONE: node("ok", "hospital-1", kind, accuracy=0.6, auc=0.7, **{"num-examples": 25}),
+                TWO: node("timeout", "hospital-2", kind),
+            },
         },
         "seconds": 1.5,
     }
@@ -44,12 +57,20 @@ def round_record(number: int, central: bool) -> dict[str, Any]:
     return record
 
 
-def run_dir(tmp_path: Path, central: bool, outcome: dict[str, Any]) -> Path:
-    rounds = [round_record(1, central), round_record(2, central)]
+def run_dir(
+    tmp_path: Path, central: bool, outcome: dict[str, Any], kind: str = "simulated-synthetic"
+) -> Path:
+    rounds = [round_record(1, central, kind), round_record(2, central, kind)]
     (tmp_path / "metrics.json").write_text(json.dumps({"rounds": rounds, "outcome": outcome}))
-    config = {"strategy": "fedavg", "num-server-rounds": 3, "class-names": "normal,pneumonia"}
+    config = run_config(num_server_rounds=3, strategy="fedadam", data_path="/coordinator/x.npz")
     (tmp_path / "config.json").write_text(json.dumps(config))
     return tmp_path
+
+
+def section(text: str, title: str) -> list[str]:
+    """The lines of the report section ``## title`` (without its heading)."""
+    after = text.split(f"## {title}\n", 1)[1]
+    return after.split("\n## ", 1)[0].strip().splitlines()
 
 
 def assert_real_png(path: Path) -> None:
@@ -73,8 +94,8 @@ def test_report_with_central_evaluation(tmp_path: Path) -> None:
     assert "**Status: completed** — 2 of 3 rounds recorded." in text
     assert "![Confusion matrix on the central set (final round)](plots/confusion.png)" in text
     assert "| 2 | 1.5000 | 2/3 | 0 | 0 | 1 | 0.3000 | 0.6000 | n/a | 0.7500 |" in text
-    assert "- round 1, train, node 33: **failed** — failed reason" in text
-    assert "- round 2, evaluate, node 22: **timeout** — timeout reason" in text
+    assert "- round 1, train, hospital-10: **failed** — failed reason" in text
+    assert "- round 2, evaluate, hospital-2: **timeout** — timeout reason" in text
     assert "No final model was saved." in text
 
 
@@ -109,3 +130,69 @@ def test_cli_refuses_a_directory_without_metrics(
         "error: Invalid value for `RUN_DIR`. Expected a run directory containing "
         f"metrics.json. Received: {str(tmp_path.resolve())!r}"
     )
+
+
+def test_hospitals_table_shows_what_each_hospital_reported(tmp_path: Path) -> None:
+    directory = run_dir(tmp_path, central=False, outcome={"status": "completed"})
+
+    text = write_report(directory).read_text()
+
+    assert section(text, "Hospitals")[2:] == [
+        "| hospital | node id | data kind | training images | held-out images | rounds trained |",
+        "|---|---|---|---|---|---|",
+        f"| hospital-1 | `{ONE}` | simulated-synthetic | 102 | 25 | 2 |",
+        f"| hospital-2 | `{TWO}` | simulated-synthetic | 10 | n/a | 2 |",
+        f"| hospital-10 | `{THREE}` | simulated-synthetic | n/a | n/a | 0 |",
+    ]
+    table = set(section(text, "Hospitals"))
+    elsewhere = "\n".join(line for line in text.splitlines() if line not in table)
+    assert [node for node in (ONE, TWO, THREE) if node in elsewhere] == []
+
+
+def test_coordinator_settings_list_what_the_coordinator_decided(tmp_path: Path) -> None:
+    directory = run_dir(tmp_path, central=False, outcome={"status": "completed"})
+    config = run_config(num_server_rounds=3, strategy="fedadam", data_path="/coordinator/x.npz")
+    keys = [
+        "strategy", "num-server-rounds", "fraction-train", "fraction-evaluate",
+        "min-train-nodes", "min-evaluate-nodes", "min-available-nodes", "round-timeout",
+        "node-wait-timeout", "max-update-norm", "server-eta", "server-tau", "local-epochs",
+        "batch-size", "learning-rate", "model", "class-names", "image-size", "channels",
+        "min-examples", "holdout-fraction", "seed", "central-eval-path", "checkpoints-keep",
+        "resume",
+    ]  # fmt: skip
+
+    text = write_report(directory).read_text()
+
+    assert section(text, "Coordinator settings")[2:] == [
+        "| setting | value |",
+        "|---|---|",
+        *[f"| `{key}` | `{config[key]!r}` |" for key in keys],
+    ]
+    assert section(text, "Simulation settings")[2:] == [
+        "| setting | value |",
+        "|---|---|",
+        *[
+            f"| `{key}` | `{config[key]!r}` |"
+            for key in ("dataset", "data-path", "partitioner", "dirichlet-alpha",
+                        "synthetic-examples")
+        ],
+    ]  # fmt: skip
+
+
+def test_a_deployed_run_never_shows_the_coordinators_data_settings(tmp_path: Path) -> None:
+    directory = run_dir(tmp_path, central=False, outcome={"status": "completed"}, kind="folder")
+
+    text = write_report(directory).read_text()
+
+    assert "## Simulation settings" not in text
+    for key in ("`dataset`", "`data-path`", "/coordinator/x.npz", "`partitioner`"):
+        assert key not in text
+    assert f"| hospital-1 | `{ONE}` | folder | 102 | 25 | 2 |" in text
+
+
+def test_plots_order_and_label_hospitals_by_name() -> None:
+    rounds = [round_record(1, central=False), round_record(2, central=False)]
+
+    assert hospitals_by_name(rounds, PHASES) == [
+        (ONE, "hospital-1"), (TWO, "hospital-2"), (THREE, "hospital-10"),
+    ]  # fmt: skip

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.main import main
 from client.site_check import check_site
-from common.cli import main
 from common.data.folder import write_image_folder
 from common.data.synthetic import synthetic_site
 from tests.factories import app_config
@@ -192,3 +192,39 @@ def test_missing_manifest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
         "error: Invalid value for `--manifest`. Expected the app's pyproject.toml. "
         f"Received: '{manifest}'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[project]\nname = "other-app"\n',
+            "Missing section [tool.flwr.app.config] in {manifest}. Expected the app manifest "
+            "(fedclinic's pyproject.toml) that declares every run setting.",
+        ),
+        (
+            '[tool.flwr.app]\nconfig = "not a table"\n',
+            "Missing section [tool.flwr.app.config] in {manifest}. Expected the app manifest "
+            "(fedclinic's pyproject.toml) that declares every run setting.",
+        ),
+        (
+            "[tool.flwr.app.config\n",
+            "Invalid TOML in {manifest}: Expected ']' at the end of a table declaration "
+            "(at line 1, column 22)",
+        ),
+    ],
+    ids=["no-app-section", "config-not-a-table", "not-toml"],
+)
+def test_manifest_that_is_not_an_app_manifest_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    # Prepare
+    manifest = tmp_path / "pyproject.toml"
+    manifest.write_text(text, encoding="utf-8")
+
+    # Execute
+    code = main(["site", "check", str(tmp_path), "--manifest", str(manifest)])
+
+    # Assert
+    assert code == 1
+    assert capsys.readouterr().err == f"error: {message.format(manifest=manifest)}\n"

@@ -15,6 +15,7 @@ reads the indices back.
 from __future__ import annotations
 
 import math
+import typing
 import warnings
 from typing import TYPE_CHECKING, Literal
 
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
     import datasets
     from flwr_datasets.partitioner import Partitioner
 
+# The one list of partitioner names; the run config's `partitioner` is typed with it.
 PartitionKind = Literal["iid", "dirichlet", "quantity"]
-PARTITION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "quantity")
+PARTITION_KINDS: tuple[PartitionKind, ...] = typing.get_args(PartitionKind)
 
 # Each partition aims for at least this many examples, or fewer when the pool is small.
 _TARGET_MIN_SIZE = 10

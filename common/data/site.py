@@ -16,11 +16,21 @@ from common.data.schema import DataSpec, SiteData, Split, check_min_examples
 from common.errors import DataError
 
 
+def data_kind(path: Path) -> str | None:
+    """How ``path`` is read: ``folder`` (an image folder), ``medmnist`` (an ``.npz``), or None."""
+    if path.is_dir():
+        return "folder"
+    if path.suffix == ".npz" or path.is_file():
+        return "medmnist"
+    return None
+
+
 def load_splits(path: Path, spec: DataSpec, site_name: str) -> dict[str, Split]:
     """Read every split found at ``path``: a MedMNIST ``.npz`` file or an image folder."""
-    if path.is_dir():
+    kind = data_kind(path)
+    if kind == "folder":
         return load_image_folder(path, spec, site_name)
-    if path.suffix == ".npz" or path.is_file():
+    if kind == "medmnist":
         return load_medmnist(path, spec, site_name)
     raise DataError(str(path), ["expected a MedMNIST .npz file or an image folder; not found"])
 

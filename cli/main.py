@@ -1,9 +1,10 @@
 """The ``fedclinic`` command: one entry point, one module per subcommand.
 
 Subcommand modules are imported only when named, so ``fedclinic --help`` stays fast and
-``common`` does not depend on ``server``/``client`` at import time. Each module exposes
+no subcommand's dependencies load for another. Each module exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``handler`` to a function
-``(argparse.Namespace) -> int`` (the exit code).
+``(argparse.Namespace) -> int`` (the exit code). Every failure ends in one line on stderr
+and a non-zero exit (:mod:`cli.boundary`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from common.errors import FedclinicError
+from cli.boundary import EXIT_USAGE, run_reporting_failures
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("server.report_cli", "write report.md with plots for a run directory"),
-    "pki": ("common.pki_cli", "create the CA, the SuperLink certificate and SuperNode keys"),
+    "pki": ("deployment.pki_cli", "create the CA, the SuperLink certificate and SuperNode keys"),
     "site": ("client.site_cli", "tools for a hospital's site: `site check DATA_PATH`"),
-    "deploy": ("simulations.deploy_cli", "run a real TLS + authenticated federation locally"),
+    "deploy": ("deployment.deploy_cli", "run a real TLS + authenticated federation locally"),
 }
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
@@ -50,14 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return int(handler(args))
-    except FedclinicError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_failures(lambda: int(handler(args)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ directory (PKI, data, logs, run) is kept.
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import tempfile
 import time
@@ -24,12 +23,11 @@ if TYPE_CHECKING:  # light modules, but only the chosen subcommand is imported a
     from rich.console import Console
 
     from common.config import AppConfig
-    from simulations.deploy_local import LocalFederation, RunResult
-    from simulations.processes import Started
+    from deployment.deploy_local import LocalFederation, RunResult
+    from deployment.processes import Started
 
 DEFAULT_EXAMPLES = 60
 DEFAULT_TIMEOUT = 900.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,8 @@ class Deployment:
     extra: list[Started]  # started by ``before_run``
     processes: list[Started]  # every process started, all stopped by now
     seconds: float
+    # each process's exit code when the run had ended, before any was stopped; None: running
+    exit_codes_at_run_end: dict[str, int | None]
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,13 @@ def deploy_local(
     before_run: Callable[[LocalFederation], list[Started]] | None = None,
 ) -> Deployment:
     """The whole local deployment; ``before_run(federation)`` may start more nodes (tests)."""
-    from simulations.deploy_local import (
+    from deployment.deploy_local import (
         LocalFederation,
         app_config,
         deployment_env,
         federation_config,
     )
-    from simulations.processes import Supervisor
+    from deployment.processes import Supervisor
 
     started_at = time.monotonic()
     workdir = options.workdir.resolve()
@@ -152,6 +152,7 @@ def deploy_local(
         result = federation.run(
             run_config, options.timeout, watch=[*nodes], on_line=_progress(console)
         )
+        exit_codes = {started.name: started.popen.poll() for started in supervisor.started}
         console.print("stopping every process ...")
     total = time.monotonic() - started_at
     rounds = ", ".join(f"{s:.1f}" for s in result.round_seconds)
@@ -160,7 +161,7 @@ def deploy_local(
         f"wall time {total:.1f} s (flwr run {result.seconds:.1f} s; rounds {rounds} s); "
         f"logs in {workdir / 'logs'}"
     )
-    return Deployment(result, node_ids, extra, list(supervisor.started), total)
+    return Deployment(result, node_ids, extra, list(supervisor.started), total, exit_codes)
 
 
 def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Path:
@@ -168,7 +169,7 @@ def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Pa
     from client.site_check import check_site
     from common.data.folder import write_image_folder
     from common.data.synthetic import synthetic_site
-    from simulations.processes import DeployError
+    from deployment.processes import DeployError
 
     spec = config.data.spec()
     site = synthetic_site(config.seed, hospital, config.data.synthetic_examples, spec)
@@ -181,8 +182,10 @@ def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Pa
 
 
 def _progress(console: Console) -> Callable[[str], None]:
+    from common.text import strip_ansi
+
     def show(line: str) -> None:
-        plain = _ANSI.sub("", line)
+        plain = strip_ansi(line)
         if "[fedclinic]" in plain or plain.startswith("ERROR"):
             console.print(f"  {plain.split('[fedclinic]')[-1].strip()}", markup=False)
 

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common.pki import DEFAULT_DAYS, DEFAULT_HOSTS
+from deployment.pki import DEFAULT_DAYS, DEFAULT_HOSTS
 
 
 def register(subparsers: Any) -> None:
@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
 def run_init(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from common.pki import init_pki
+    from deployment.pki import init_pki
 
     hosts = tuple(args.hosts) if args.hosts else DEFAULT_HOSTS
     paths = init_pki(args.dir, hosts=hosts, days=args.days, force=args.force)
@@ -70,7 +70,7 @@ def run_init(args: argparse.Namespace) -> int:
 def run_add_site(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from common.pki import add_site
+    from deployment.pki import add_site
 
     keys = add_site(args.dir, args.name, force=args.force)
     console = Console()

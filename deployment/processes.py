@@ -5,6 +5,8 @@ Flower starts helpers of its own (``flower-superexec``, ``flwr-serverapp``,
 ``flwr-clientapp``); the SuperLink's SuperExec even runs in a session of its own. Teardown
 therefore signals every started process group *and* every descendant found under
 ``/proc`` before anything is killed, then waits, then sends SIGKILL to what is left.
+The ``/proc`` readers here (:func:`proc_table`, :func:`process_tree`) also measure the
+benchmarks' process trees.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ class Supervisor:
 
     def _targets(self, groups: set[int], known: set[int]) -> set[int]:
         """Members of our groups, our live children and every descendant of either."""
-        table = _proc_table()
+        table = proc_table()
         roots = {pid for pid, (_, pgid) in table.items() if pgid in groups}
         roots |= {s.popen.pid for s in self.started if s.alive()}
         roots |= {pid for pid in known if pid in table}
@@ -168,10 +170,26 @@ def wait_for_port(started: Started, port: int, timeout: float, host: str = LOOPB
     raise DeployError(f"{started.name} did not listen on {host}:{port} within {timeout:.0f} s.")
 
 
+def proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every process in ``/proc`` (empty elsewhere)."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(entry)
+        if fields is not None:
+            table[int(entry.parent.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def process_state(pid: int) -> str | None:
+    """``pid``'s state letter from ``/proc/PID/stat`` (``R``, ``S``, ``Z``, ...); None if gone."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return fields[0] if fields else None
+
+
 def descendants(pid: int, table: dict[int, tuple[int, int]] | None = None) -> list[int]:
     """Every live descendant of ``pid`` (Linux ``/proc``; empty elsewhere)."""
     children: dict[int, list[int]] = {}
-    for child, (parent, _) in (table if table is not None else _proc_table()).items():
+    for child, (parent, _) in (table if table is not None else proc_table()).items():
         children.setdefault(parent, []).append(child)
     found: list[int] = []
     queue = [pid]
@@ -182,17 +200,20 @@ def descendants(pid: int, table: dict[int, tuple[int, int]] | None = None) -> li
     return found
 
 
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) of every process in ``/proc``."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = entry.read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        table[int(entry.parent.name)] = (int(fields[1]), int(fields[2]))
-    return table
+def process_tree(root: int) -> list[int]:
+    """``root`` followed by every live descendant."""
+    return [root, *descendants(root)]
+
+
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields of a ``/proc/PID/stat`` after the command name (which may hold spaces and
+    parentheses): state, parent pid, process group, ...; None if the process is gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields if len(fields) >= 3 else None
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -212,8 +233,4 @@ def _exists(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().split(") ", 1)[1][0] != "Z"  # zombies are gone already
-    except (OSError, IndexError):
-        return True
+    return process_state(pid) != "Z"  # a zombie has exited; unreadable: count it as alive

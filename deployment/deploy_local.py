@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from common.config import AppConfig, declared_defaults, parse_app_config, project_root
-from common.pki import PkiPaths, SiteKeys, add_site, init_pki
-from simulations.processes import LOOPBACK, DeployError, Started, Supervisor, free_port
-from simulations.processes import wait_for_port as _wait_for_port
+from deployment.pki import PkiPaths, SiteKeys, add_site, init_pki
+from deployment.processes import LOOPBACK, DeployError, Started, Supervisor, free_port
+from deployment.processes import wait_for_port as _wait_for_port
 
 CONNECTION = "fedclinic-local"
 START_TIMEOUT = 60.0

@@ -1,0 +1,146 @@
+"""The report's settings: what the coordinator decided, and what each hospital reported.
+
+The coordinator's ``dataset`` / ``data-path`` describe only simulated hospitals (the
+simulator makes their data from them); a deployed hospital trains on its own data and
+reports its kind and size itself. So those keys appear only under "Simulation settings",
+and only when hospitals reported a ``simulated-*`` data kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from common.contract import DATA_KIND, WEIGHT_KEY
+from server.records import PHASES, fallback_name, natural_key
+
+FEDERATION_SETTINGS = (
+    "strategy",
+    "num-server-rounds",
+    "fraction-train",
+    "fraction-evaluate",
+    "min-train-nodes",
+    "min-evaluate-nodes",
+    "min-available-nodes",
+    "round-timeout",
+    "node-wait-timeout",
+    "max-update-norm",
+)
+STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "fedavgm": ("server-learning-rate", "server-momentum"),
+    "fedprox": ("proximal-mu",),
+    "fedadam": ("server-eta", "server-tau"),
+    "fedyogi": ("server-eta", "server-tau"),
+    "fedadagrad": ("server-eta", "server-tau"),
+    "fedtrimmedavg": ("trim-beta",),
+    "krum": ("num-malicious-nodes",),
+    "multikrum": ("num-malicious-nodes", "num-nodes-to-select"),
+    "bulyan": ("num-malicious-nodes",),
+}
+LOCAL_TRAINING_SETTINGS = ("local-epochs", "batch-size", "learning-rate")
+CONTRACT_SETTINGS = (
+    "model",
+    "class-names",
+    "image-size",
+    "channels",
+    "min-examples",
+    "holdout-fraction",
+)
+RUN_SETTINGS = ("seed", "central-eval-path", "checkpoints-keep", "resume")
+SIMULATION_SETTINGS = (
+    "dataset",
+    "data-path",
+    "partitioner",
+    "dirichlet-alpha",
+    "synthetic-examples",
+)
+SIMULATED_PREFIX = "simulated-"
+NOT_REPORTED = "not reported"
+
+
+def coordinator_settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(key, value) of every setting the coordinator decided for this run, in a fixed order."""
+    keys = [
+        *FEDERATION_SETTINGS,
+        *STRATEGY_SETTINGS.get(str(config.get("strategy")), ()),
+        *LOCAL_TRAINING_SETTINGS,
+        *CONTRACT_SETTINGS,
+        *RUN_SETTINGS,
+    ]
+    return [(key, config[key]) for key in keys if key in config]
+
+
+def simulation_settings(
+    config: Mapping[str, Any], hospitals: list[dict[str, Any]]
+) -> list[tuple[str, Any]]:
+    """The simulator's data settings, when (and only when) hospitals were simulated."""
+    simulated = any(str(h["data-kind"]).startswith(SIMULATED_PREFIX) for h in hospitals)
+    if not simulated:
+        return []
+    return [(key, config[key]) for key in SIMULATION_SETTINGS if key in config]
+
+
+def _examples(outcome: Mapping[str, Any]) -> int | None:
+    value = (outcome.get("metrics") or {}).get(WEIGHT_KEY)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def hospitals(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per node ever sampled: what it reported about itself, in name order.
+
+    ``training-images`` / ``held-out-images`` are the ``num-examples`` of its last valid
+    train / evaluate reply; ``rounds-trained`` counts its valid training replies.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for record in rounds:
+        for phase in PHASES:
+            for node, outcome in record["nodes"][phase].items():
+                row = rows.setdefault(
+                    node,
+                    {
+                        "node": node,
+                        "name": fallback_name(node),
+                        "data-kind": NOT_REPORTED,
+                        "training-images": None,
+                        "held-out-images": None,
+                        "rounds-trained": 0,
+                    },
+                )
+                if DATA_KIND in outcome and "name" in outcome:
+                    row["name"], row["data-kind"] = outcome["name"], outcome[DATA_KIND]
+                if outcome["status"] != "ok":
+                    continue
+                examples = _examples(outcome)
+                if phase == "train":
+                    row["rounds-trained"] += 1
+                    row["training-images"] = examples
+                else:
+                    row["held-out-images"] = examples
+    return sorted(rows.values(), key=lambda row: natural_key(row["name"]))
+
+
+def hospital_table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    def count(value: int | None) -> str:
+        return "n/a" if value is None else str(value)
+
+    return [
+        [
+            row["name"],
+            f"`{row['node']}`",
+            row["data-kind"],
+            count(row["training-images"]),
+            count(row["held-out-images"]),
+            str(row["rounds-trained"]),
+        ]
+        for row in rows
+    ]
+
+
+HOSPITAL_COLUMNS = [
+    "hospital",
+    "node id",
+    "data kind",
+    "training images",
+    "held-out images",
+    "rounds trained",
+]
