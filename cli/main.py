@@ -20,8 +20,9 @@ from cli.boundary import EXIT_USAGE, run_reporting_failures
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("server.report_cli", "write report.md with plots for a run directory"),
     "pki": ("deployment.pki_cli", "create the CA, the SuperLink certificate and SuperNode keys"),
-    "site": ("client.site_cli", "tools for a hospital's site: `site check DATA_PATH`"),
+    "site": ("client.site_cli", "a hospital's tools: `site check`, `keygen`, `approve`, `serve`"),
     "deploy": ("deployment.deploy_cli", "run a real TLS + authenticated federation locally"),
+    "perimeter": ("deployment.perimeter_cli", "write the nginx config exposing only the Fleet API"),
 }
 
 

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from client.executor_cli import add_executor_commands
+
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 
@@ -39,6 +41,19 @@ def register(subparsers: Any) -> None:
     check.add_argument("--seed", type=int, help="seeds the held-out split")
     check.add_argument("--manifest", type=Path, help="the app's pyproject.toml")
     check.set_defaults(handler=run_check)
+    add_executor_commands(commands)  # site approve, site serve
+    keygen = commands.add_parser(
+        "keygen",
+        help="make this site's SuperNode key; print the public line to send to the coordinator",
+        description="Write DIR/NAME.key (the SuperNode's private key, mode 0600: it never "
+        "leaves this machine) and DIR/NAME.pub (the public key line to send to the "
+        "coordinator, who records it with `fedclinic pki add-site DIR NAME --public-key "
+        "NAME.pub`). Nothing is overwritten without --force.",
+    )
+    keygen.add_argument("dir", metavar="DIR", type=Path, help="folder for the key files")
+    keygen.add_argument("name", metavar="NAME", help="the site's name, e.g. st-marys")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
+    keygen.set_defaults(handler=run_keygen)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -52,6 +67,27 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_site(path, config.data.spec(), name, config.data.holdout_fraction, config.seed)
     _print_report(report, Console(soft_wrap=True), Console(stderr=True, soft_wrap=True))
     return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from client.keys import generate_site_key
+
+    key = generate_site_key(args.dir, args.name, force=args.force)
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[green]Created[/green] the SuperNode key of {key.name}")
+    console.print(
+        f"  private key (stays here; flower-supernode --auth-supernode-private-key): "
+        f"{key.private_key}"
+    )
+    console.print(f"  public key: {key.public_key}  fingerprint {key.fingerprint}")
+    console.print(
+        "Send the coordinator this line (or the .pub file), and confirm the "
+        "fingerprint with them by another channel:"
+    )
+    console.print(key.public_line, markup=False)
+    return EXIT_OK
 
 
 def _data_config(args: argparse.Namespace) -> Any:

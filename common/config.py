@@ -76,6 +76,19 @@ class FederationConfig(_Settings):
     max_update_norm: float = Field(ge=0.0)
     central_eval_path: str
     checkpoints_keep: int = Field(ge=1)
+    site_registry: str
+
+    @model_validator(mode="after")
+    def _site_registry_is_absolute(self) -> FederationConfig:
+        if self.site_registry and not Path(self.site_registry).is_absolute():
+            raise ValueError(
+                invalid_value(
+                    "site-registry",
+                    'an absolute path to the PKI\'s sites.json, or "" (off)',
+                    self.site_registry,
+                )
+            )
+        return self
 
     @model_validator(mode="after")
     def _resume_needs_run_dir(self) -> FederationConfig:

@@ -5,6 +5,12 @@ SuperLink and one SuperNode per site on 127.0.0.1 with the commands of
 docs/deployment.md, registers every site's key, runs the app with ``flwr run``, prints
 the run directory and stops every process (also on Ctrl-C or failure). The work
 directory (PKI, data, logs, run) is kept.
+
+With --perimeter, the whole trust boundary of docs/deployment.md: each site approves the
+app's bundle (`site approve`), each hospital is a SuperNode in `--isolation process` with
+the long-lived executor `fedclinic site serve` (only approved bundles run, no per-message
+start), the SuperLink listens on loopback and the SuperNodes reach it through nginx
+(Fleet API only); `flwr run` goes to the SuperLink on loopback.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import argparse
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -24,6 +30,7 @@ if TYPE_CHECKING:  # light modules, but only the chosen subcommand is imported a
 
     from common.config import AppConfig
     from deployment.deploy_local import LocalFederation, RunResult
+    from deployment.pki import SiteKeys
     from deployment.processes import Started
 
 DEFAULT_EXAMPLES = 60
@@ -50,6 +57,9 @@ class DeployOptions:
     examples: int
     workdir: Path
     timeout: float
+    perimeter: bool = False
+    # the hospital executor's command before its options (--perimeter); None: `site serve`
+    serve: Sequence[str] | None = None
 
 
 def register(subparsers: Any) -> None:
@@ -73,6 +83,11 @@ def register(subparsers: Any) -> None:
     local.add_argument("--workdir", type=Path, help="work directory (default: a new temp dir)")
     local.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds the run may take"
+    )
+    local.add_argument(
+        "--perimeter",
+        action="store_true",
+        help="nginx in front of a loopback SuperLink; approved apps only, via `site serve`",
     )
     local.set_defaults(handler=run_local)
 
@@ -107,7 +122,9 @@ def _options(args: argparse.Namespace) -> DeployOptions:
     if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
         raise ConfigError(invalid_value("--workdir", "a new or empty directory", str(args.workdir)))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fedclinic-deploy-"))
-    return DeployOptions(args.sites, args.rounds, args.examples, workdir, args.timeout)
+    return DeployOptions(
+        args.sites, args.rounds, args.examples, workdir, args.timeout, args.perimeter
+    )
 
 
 def deploy_local(
@@ -142,11 +159,14 @@ def deploy_local(
         for site_keys in keys:
             node_ids[site_keys.name] = federation.register(site_keys)
             _ok(console, f"registered {site_keys.name}'s key: node {node_ids[site_keys.name]}")
-        nodes = [
-            federation.start_supernode(k.name, k.private_key, federation.pki.ca_cert, path)
-            for k, path in zip(keys, data, strict=True)
-        ]
-        _ok(console, f"{len(nodes)} SuperNodes started (TLS, authenticated)")
+        if options.perimeter:
+            nodes = _start_perimeter(federation, keys, data, options, console)
+        else:
+            nodes = [
+                federation.start_supernode(k.name, k.private_key, federation.pki.ca_cert, path)
+                for k, path in zip(keys, data, strict=True)
+            ]
+        _ok(console, f"{options.sites} SuperNodes started (TLS, authenticated)")
         extra = before_run(federation) if before_run else []
         console.print(f"[bold]flwr run[/bold] {options.rounds} round(s) on {options.sites} sites")
         result = federation.run(
@@ -162,6 +182,41 @@ def deploy_local(
         f"logs in {workdir / 'logs'}"
     )
     return Deployment(result, node_ids, extra, list(supervisor.started), total, exit_codes)
+
+
+def _start_perimeter(
+    federation: LocalFederation,
+    keys: list[SiteKeys],
+    data: list[Path],
+    options: DeployOptions,
+    console: Console,
+) -> list[Started]:
+    """nginx, then per site: approve the frozen app, start its SuperNode and executor.
+    Returns every process the run depends on (nginx, SuperNodes, executors)."""
+    from deployment.deploy_local import SITE_SERVE
+
+    app = federation.freeze_app()
+    _ok(console, f"app frozen for `flwr run` in {app}")
+    nginx = federation.start_perimeter()
+    _ok(
+        console,
+        f"nginx on https://{federation.front} → SuperLink, Fleet API only "
+        f"(config {federation.nginx_dir / 'nginx.conf'})",
+    )
+    started = [nginx]
+    for site_keys, path in zip(keys, data, strict=True):
+        approvals = federation.approve(site_keys.name)
+        _ok(console, f"{site_keys.name} approved the app's bundle in {approvals}")
+        started += federation.start_hospital(
+            site_keys.name,
+            site_keys.private_key,
+            federation.pki.ca_cert,
+            path,
+            approvals,
+            serve=options.serve or SITE_SERVE,
+        )
+    _ok(console, f"{len(keys)} executors (`fedclinic site serve`), SuperNodes dial nginx")
+    return started
 
 
 def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Path:

@@ -4,29 +4,40 @@ authenticated SuperNode per synthetic hospital, and a run launched with ``flwr r
 The same commands as ``docs/deployment.md``, on 127.0.0.1 with free ports. Everything
 lives under one work directory, kept after the run::
 
-    pki/                 CA, SuperLink certificate, sites/<name>.key|.pub
+    pki/                 ca.crt, ca-private/, superlink/, sites/<name>.pub, sites.json
     coordinator/         the SuperLink's database and Flower home (``flwr`` connection)
     sites/<name>/data/   a synthetic image folder per hospital; sites/<name>/flwr-home/
+    sites/<name>/keys/   the hospital's SuperNode key, made there (``site keygen``)
     logs/                one log per process; run/ the run directory
+
+With the perimeter (``deploy local --perimeter``) also::
+
+    app/                       the app folder ``flwr run`` ships, frozen at start
+    nginx/nginx.conf           nginx in front of the loopback SuperLink (Fleet API only)
+    sites/<name>/approvals.json, superexec.secret   what the site's executor runs
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client.keys import generate_site_key
 from common.config import AppConfig, declared_defaults, parse_app_config, project_root
 from deployment.pki import PkiPaths, SiteKeys, add_site, init_pki
 from deployment.processes import LOOPBACK, DeployError, Started, Supervisor, free_port
 from deployment.processes import wait_for_port as _wait_for_port
 
 CONNECTION = "fedclinic-local"
+SITE_SERVE = ("fedclinic", "site", "serve")  # the hospital executor (``start_hospital``)
 START_TIMEOUT = 60.0
 REGISTER_TIMEOUT = 60.0
 # Flower helpers must come from this interpreter's environment, offline and quiet.
@@ -70,18 +81,37 @@ class LocalFederation:
         self.pki = PkiPaths(self.workdir / "pki")
         self.coordinator = self.workdir / "coordinator"
         self.port = 0
+        self.app_dir = project_root()  # what `flwr run` ships
+        self.front = ""  # nginx's HOST:PORT once the perimeter runs; SuperNodes dial it
 
     @property
     def address(self) -> str:
+        """The SuperLink itself, on loopback (operators, ``flwr``)."""
         return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def fleet_address(self) -> str:
+        """What SuperNodes dial: nginx when the perimeter runs, else the SuperLink."""
+        return self.front or self.address
 
     @property
     def flwr_home(self) -> Path:
         return self.coordinator / "flwr-home"
 
+    def site_key(self, name: str) -> Path:
+        """Where hospital ``name`` keeps its SuperNode private key (made by ``site keygen``)."""
+        return self.workdir / "sites" / name / "keys" / f"{name}.key"
+
     def create_pki(self, site_names: list[str]) -> list[SiteKeys]:
+        """The coordinator's CA; each hospital makes its key, the coordinator records the
+        public half only (``site keygen`` then ``pki add-site --public-key``)."""
         init_pki(self.pki.root, hosts=("localhost", LOOPBACK))
-        return [add_site(self.pki.root, name) for name in site_names]
+        keys = []
+        for name in site_names:
+            made = generate_site_key(self.site_key(name).parent, name)
+            recorded = add_site(self.pki.root, name, public_key=made.public_key)
+            keys.append(SiteKeys(name, recorded.public_key, made.private_key, recorded.fingerprint))
+        return keys
 
     def start_superlink(self) -> Started:
         """TLS on every API, SuperNode auth, a database file, no dependency installs."""
@@ -128,7 +158,7 @@ class LocalFederation:
         """A SuperNode; ``root_certificates=None`` means plaintext (``--insecure``)."""
         home = self.workdir / "sites" / name
         home.mkdir(parents=True, exist_ok=True)
-        argv = [flower_bin("flower-supernode"), "--superlink", self.address]
+        argv = [flower_bin("flower-supernode"), "--superlink", self.fleet_address]
         argv += ["--insecure"] if root_certificates is None else []
         argv += ["--root-certificates", str(root_certificates)] if root_certificates else []
         argv += ["--auth-supernode-private-key", str(key)] if key else []
@@ -140,6 +170,86 @@ class LocalFederation:
         env = {"FLWR_HOME": str(home / "flwr-home"), "CUDA_VISIBLE_DEVICES": ""}
         return self.supervisor.start(f"supernode-{name}", argv, cwd=home, env=env)
 
+    def start_hospital(
+        self,
+        name: str,
+        key: Path | None,
+        root_certificates: Path | None,
+        data_path: Path,
+        approvals: Path,
+        serve: Sequence[str] = SITE_SERVE,
+    ) -> tuple[Started, Started]:
+        """A SuperNode in ``--isolation process`` and its executor (``fedclinic site serve``).
+
+        The SuperNode's Runtime API listens on loopback and hands tasks only to a holder of
+        ``sites/<name>/superexec.secret`` (0600); the executor runs the installed ClientApp
+        for runs whose bundle ``approvals`` lists. ``serve`` is the executor's command
+        before its options (a benchmark passes one serving a no-op app). Returns
+        (SuperNode, executor).
+        """
+        home = self.workdir / "sites" / name
+        secret = _write_secret(home / "superexec.secret")
+        runtime = f"{LOOPBACK}:{free_port()}"
+        argv = [flower_bin("flower-supernode"), "--superlink", self.fleet_address]
+        argv += ["--insecure"] if root_certificates is None else []
+        argv += ["--root-certificates", str(root_certificates)] if root_certificates else []
+        argv += ["--auth-supernode-private-key", str(key)] if key else []
+        argv += ["--node-config", f"data-path={json.dumps(str(data_path))} site-name='{name}'"]
+        argv += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
+        argv += ["--host", LOOPBACK, "--port", runtime.rsplit(":", 1)[1]]
+        env = {"FLWR_HOME": str(home / "flwr-home"), "CUDA_VISIBLE_DEVICES": ""}
+        supernode = self.supervisor.start(f"supernode-{name}", argv, cwd=home, env=env)
+        command = [_executable(serve[0]), *serve[1:], "--supernode", runtime]
+        command += ["--secret-file", str(secret), "--approvals", str(approvals)]
+        executor = self.supervisor.start(f"executor-{name}", command, cwd=home, env=env)
+        return supernode, executor
+
+    def freeze_app(self) -> Path:
+        """Copy the files ``flwr run`` would ship to ``app/`` and ship that from now on, so
+        the approved bundle stays the run's bundle whatever happens to the source tree."""
+        from flwr.cli.build import build_fab_from_disk
+
+        target = self.workdir / "app"
+        with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(self.app_dir))) as bundle:
+            for member in bundle.namelist():
+                if not member.startswith(".info/"):
+                    (target / member).parent.mkdir(parents=True, exist_ok=True)
+                    (target / member).write_bytes(bundle.read(member))
+        self.app_dir = target
+        return target
+
+    def approve(self, name: str) -> Path:
+        """At site ``name``: approve the bundle of ``app_dir`` (``fedclinic site approve
+        --app-dir``) in ``sites/<name>/approvals.json``."""
+        from client.approval import (
+            app_dir_bundle,
+            bundle_approval,
+            load_approvals_or_empty,
+            save_approvals,
+            with_approval,
+        )
+
+        path = self.workdir / "sites" / name / "approvals.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        approval = bundle_approval(app_dir_bundle(self.app_dir))
+        save_approvals(path, with_approval(load_approvals_or_empty(path), approval))
+        return path
+
+    def start_perimeter(self) -> Started:
+        """nginx on a free loopback port in front of the SuperLink (Fleet API only); the
+        SuperNodes started afterwards dial it. Config and logs under ``nginx/``."""
+        from deployment.perimeter import nginx_site, start_nginx
+
+        port = free_port()
+        site = nginx_site(self.pki.root, f"{LOOPBACK}:{port}", self.address)
+        nginx = start_nginx(self.supervisor, site, self.nginx_dir)
+        self.front = f"{LOOPBACK}:{port}"
+        return nginx
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.workdir / "nginx"
+
     def run(
         self,
         run_config: dict[str, Any],
@@ -149,7 +259,9 @@ class LocalFederation:
     ) -> RunResult:
         """``flwr run --stream`` the app; fails if it or a watched process stops early."""
         run_dir = Path(str(run_config["run-dir"]))
-        argv = [flower_bin("flwr"), "run", str(project_root()), CONNECTION, "--stream"]
+        if self.pki.registry.is_file():  # name nodes by their registered keys
+            run_config = {"site-registry": str(self.pki.registry), **run_config}
+        argv = [flower_bin("flwr"), "run", str(self.app_dir), CONNECTION, "--stream"]
         argv += ["--run-config", run_config_overrides(run_config)]
         log = self.supervisor.log_dir / "flwr-run.log"
         started_at = time.monotonic()
@@ -203,6 +315,11 @@ def app_config(overrides: dict[str, Any]) -> AppConfig:
     return parse_app_config({**declared_defaults(project_root() / "pyproject.toml"), **overrides})
 
 
+def _executable(name: str) -> str:
+    """A console script of this environment by name; a path or interpreter unchanged."""
+    return flower_bin(name) if os.sep not in name else name
+
+
 def _follow(log: Path, seen: int, on_line: Callable[[str], None]) -> int:
     """Pass each complete new line of ``log`` to ``on_line``; return the new offset."""
     if not log.exists():
@@ -222,3 +339,15 @@ def _read_rounds(run_dir: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError, KeyError):
         return []
     return list(rounds)
+
+
+def _write_secret(path: Path) -> Path:
+    """A fresh SuperExec secret (64 hex characters, read by Flower as raw bytes), 0600."""
+    import secrets
+
+    from common.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.chmod(0o600)
+        tmp.write_text(secrets.token_hex(32), encoding="ascii")
+    return path

@@ -1,25 +1,25 @@
 """A small PKI for one federation, built with ``cryptography``.
 
 ``init_pki(DIR)`` creates a certificate authority and the SuperLink's TLS server
-certificate; ``add_site(DIR, NAME)`` creates a hospital SuperNode's authentication key
-pair. Layout of ``DIR``::
+certificate; ``add_site(DIR, NAME, public_key=FILE)`` records a hospital's SuperNode public
+key, which the hospital made itself (``fedclinic site keygen``). Layout of ``DIR``::
 
-    ca.crt  ca.key                  certificate authority (ca.key never leaves the coordinator)
-    superlink.crt  superlink.key    SuperLink TLS certificate and key
-    sites/NAME.key  sites/NAME.pub  SuperNode authentication key pair of site NAME
+    ca.crt                          CA certificate: give it to every site and to ``flwr``
+    ca-private/ca.key               CA private key (folder 0700): move it offline
+    superlink/superlink.crt|.key    what the SuperLink reads besides ca.crt (folder 0700)
+    sites/NAME.pub                  site NAME's public key line
+    sites.json                      the site registry: {"sites": {NAME: public key line}}
+    sites/NAME.key                  only with ``generate=True`` (test set-ups)
 
-SuperNode keys are what Flower 1.42 expects: EC P-384 (SECP384R1), the private key in
-OpenSSH format (``flower-supernode --auth-supernode-private-key``), the public key as an
-OpenSSH line ``ecdsa-sha2-nistp384 ...`` (``flwr supernode register``) — the same files
-``ssh-keygen -t ecdsa -b 384`` writes. Private keys are written atomically with mode
-0600; no file is overwritten unless ``force`` is true.
+SuperNode keys are EC P-384, OpenSSH format (:mod:`common.site_keys`). Private keys are
+written atomically with mode 0600; no file is overwritten unless ``force`` is true.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +30,29 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError, invalid_value
-from common.files import atomic_path
+from common.site_keys import (
+    PRIVATE_MODE,
+    PUBLIC_MODE,
+    check_site_name,
+    fingerprint,
+    key_id,
+    new_key_pair,
+    parse_public_key,
+    private_directory,
+    public_line,
+    read_site_registry,
+    refuse_overwrite,
+    write_with_mode,
+)
 
-CA_CERT, CA_KEY = "ca.crt", "ca.key"
-SERVER_CERT, SERVER_KEY = "superlink.crt", "superlink.key"
+CA_CERT = "ca.crt"
+CA_KEY = "ca-private/ca.key"
+SERVER_CERT, SERVER_KEY = "superlink/superlink.crt", "superlink/superlink.key"
 SITES_DIR = "sites"
+SITE_REGISTRY = "sites.json"
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 DEFAULT_DAYS = 365
-_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
-_PRIVATE_MODE = 0o600
-_PUBLIC_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -65,21 +77,26 @@ class PkiPaths:
     def server_key(self) -> Path:
         return self.root / SERVER_KEY
 
+    @property
+    def registry(self) -> Path:
+        return self.root / SITE_REGISTRY
+
     def site(self, name: str) -> SiteKeys:
         return SiteKeys(
             name=name,
-            private_key=self.root / SITES_DIR / f"{name}.key",
             public_key=self.root / SITES_DIR / f"{name}.pub",
+            private_key=self.root / SITES_DIR / f"{name}.key",
         )
 
 
 @dataclass(frozen=True)
 class SiteKeys:
-    """A site's SuperNode authentication key pair."""
+    """A site's SuperNode key files; ``private_key`` exists only for generated test keys."""
 
     name: str
-    private_key: Path
     public_key: Path
+    private_key: Path
+    fingerprint: str = ""
 
 
 def init_pki(
@@ -97,7 +114,7 @@ def init_pki(
     for host in hosts:
         _general_name(host)  # refuse a malformed host before writing anything
     paths = PkiPaths(root)
-    _refuse_overwrite([paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key], force)
+    refuse_overwrite([paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key], force)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = _name(f"{organization} certificate authority", organization)
@@ -120,50 +137,71 @@ def init_pki(
         )
         .sign(ca_key, hashes.SHA384())
     )
-    _write(paths.ca_key, _pem_private(ca_key), _PRIVATE_MODE)
-    _write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
-    _write(paths.server_key, _pem_private(server_key), _PRIVATE_MODE)
-    _write(paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    private_directory(paths.ca_key.parent)
+    private_directory(paths.server_key.parent)
+    write_with_mode(paths.ca_key, _pem_private(ca_key), PRIVATE_MODE)
+    write_with_mode(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), PUBLIC_MODE)
+    write_with_mode(paths.server_key, _pem_private(server_key), PRIVATE_MODE)
+    write_with_mode(
+        paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), PUBLIC_MODE
+    )
     return paths
 
 
-def add_site(root: Path, name: str, force: bool = False) -> SiteKeys:
-    """Create site ``name``'s SuperNode key pair (EC P-384, OpenSSH format)."""
-    if not _SITE_NAME.match(name):
+def add_site(
+    root: Path,
+    name: str,
+    public_key: Path | None = None,
+    generate: bool = False,
+    force: bool = False,
+) -> SiteKeys:
+    """Record site ``name`` from its public key file, or (``generate``) make a test key pair.
+
+    The key goes to ``sites/NAME.pub`` and the registry ``sites.json`` (name → key line),
+    which the ServerApp reads to name nodes (run-config ``site-registry``).
+    """
+    check_site_name(name)
+    if (public_key is None) == (not generate):
         raise ConfigError(
             invalid_value(
-                "NAME", "1-63 letters, digits, '.', '_' or '-', starting alphanumeric", name
+                "--public-key",
+                "the site's public key file, or --generate (test set-ups only)",
+                "both" if generate else "neither",
             )
         )
-    keys = PkiPaths(root).site(name)
-    _refuse_overwrite([keys.private_key, keys.public_key], force)
-    private_key = ec.generate_private_key(ec.SECP384R1())
-    private_bytes = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public_bytes = private_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    _write(keys.private_key, private_bytes, _PRIVATE_MODE)
-    _write(keys.public_key, public_bytes + f" {name}\n".encode(), _PUBLIC_MODE)
-    return keys
-
-
-def _refuse_overwrite(targets: list[Path], force: bool) -> None:
-    existing = [str(path) for path in targets if path.exists()]
-    if existing and not force:
+    paths = PkiPaths(root)
+    keys = paths.site(name)
+    sites = read_site_registry(paths.registry) if paths.registry.exists() else {}
+    refuse_overwrite([keys.public_key, *([keys.private_key] if generate else [])], force)
+    if name in sites and not force:
+        refuse_overwrite([paths.registry], force=False)
+    if public_key is None:
+        private_bytes, public_bytes = new_key_pair(name)
+        key = parse_public_key(public_bytes, "--generate", name)
+    else:
+        key = parse_public_key(_read_key_file(public_key), "--public-key", str(public_key))
+        private_bytes, public_bytes = b"", public_line(key, name).encode()
+    if owner := next((n for n, k in sites.items() if key_id(k) == key_id(key) and n != name), None):
         raise ConfigError(
-            f"Refusing to overwrite {', '.join(existing)}. Pass --force to replace them."
+            f"The public key in {public_key} is already recorded for site `{owner}`. "
+            "A key identifies one site; make a new key with `fedclinic site keygen`."
         )
+    if generate:
+        write_with_mode(keys.private_key, private_bytes, PRIVATE_MODE)
+    else:
+        keys.private_key.unlink(missing_ok=True)  # a replaced generated key must not linger
+    write_with_mode(keys.public_key, public_bytes, PUBLIC_MODE)
+    lines = {n: public_line(k, n).strip() for n, k in sites.items()}
+    registry = {"sites": {**lines, name: public_bytes.decode().strip()}}
+    write_with_mode(paths.registry, (json.dumps(registry, indent=2) + "\n").encode(), PUBLIC_MODE)
+    return SiteKeys(name, keys.public_key, keys.private_key, fingerprint(key))
 
 
-def _write(target: Path, content: bytes, mode: int) -> None:
-    """Write ``content`` atomically; the file has ``mode`` before any byte is written."""
-    with atomic_path(target) as tmp:
-        os.chmod(tmp, mode)
-        tmp.write_bytes(content)
+def _read_key_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise ConfigError(invalid_value("--public-key", "a public key file", str(path)))
+    return path.read_bytes()
 
 
 def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -7,7 +7,9 @@ round: waits for hospitals at most ``node-wait-timeout`` seconds, gives replies 
 ``round-timeout`` seconds, records (and logs) every sampled node by name as ok / failed /
 timeout / rejected, stops the run when fewer than ``min-train-nodes`` valid updates
 arrived, optionally evaluates centrally, and writes a checkpoint before ``metrics.json``.
-A node's name is the ``site-name`` it reported in any reply of the run (:mod:`server.records`).
+A node's name is the one the coordinator's site registry gives its key (``site-registry``,
+:mod:`server.registry`), else the ``site-name`` it reported in any reply of the run
+(:mod:`server.records`); a registered node reporting another name is flagged.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from common.contract import DATA_KIND, METRICS_KEY, reported_site
 from common.errors import RunError
 from common.text import strip_ansi
 from server.records import SiteBook, participation
+from server.registry import SiteRegistry
 from server.validation import ValidatingStrategy
 from server.waits import BoundedGrid, required_nodes
 
@@ -109,6 +112,8 @@ def per_node(
         if site is not None:
             book.learn(node_id, site)
         outcomes[node_id] = _outcome(reply, rejected)
+    for line in book.new_warnings(sorted(outcomes)):
+        log(WARNING, "%s", line)
     nodes = {str(node): {**book.describe(node), **outcome} for node, outcome in outcomes.items()}
     for node, outcome in nodes.items():
         if outcome["status"] != "ok":
@@ -140,7 +145,24 @@ def _exchange(
     return sent, list(grid.send_and_receive(sent, timeout=fed.round_timeout))
 
 
-def stop_message(server_round: int, counts: Mapping[str, int], min_train_nodes: int) -> str:
+STOP_REASONS_SHOWN = 3
+
+
+def stop_message(
+    server_round: int, nodes: Mapping[str, Mapping[str, Any]], min_train_nodes: int
+) -> str:
+    """One line: how many hospitals sent a valid update, and why the others did not."""
+    counts = participation(nodes)
+    problems = sorted(
+        {f"{o['name']} {o['status']}: {o['reason']}" for o in nodes.values() if o["status"] != "ok"}
+    )
+    shown = "; ".join(problems[:STOP_REASONS_SHOWN])
+    more = (
+        f" (+{len(problems) - STOP_REASONS_SHOWN} more)"
+        if len(problems) > STOP_REASONS_SHOWN
+        else ""
+    )
+    why = f" Why: {shown}{more}." if problems else ""
     remains = (
         f"The checkpoint of round {server_round - 1} remains."
         if server_round > 1
@@ -150,7 +172,7 @@ def stop_message(server_round: int, counts: Mapping[str, int], min_train_nodes: 
         f"Round {server_round} stopped the run: {counts['ok']} of {counts['sampled']} "
         f"hospitals sent a valid update ({counts['failed']} failed, {counts['timeout']} "
         f"timed out, {counts['rejected']} rejected); `min-train-nodes` is "
-        f"{min_train_nodes}. {remains}"
+        f"{min_train_nodes}.{why} {remains}"
     )
 
 
@@ -162,10 +184,12 @@ def run_round(
     config: AppConfig,
     central_eval: CentralEval | None = None,
     book: SiteBook | None = None,
+    registry: SiteRegistry | None = None,
 ) -> RoundOutcome:
     """One round: train, aggregate the valid updates, evaluate; every node recorded.
 
-    ``book`` remembers hospital names across rounds (a fresh one when not given).
+    ``book`` remembers hospital names across rounds (a fresh one when not given);
+    ``registry`` names nodes by their registered keys after each phase's replies.
     """
     started = time.monotonic()
     fed = config.federation
@@ -177,10 +201,12 @@ def run_round(
     )
     new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
     rejected = strategy.rejected(server_round, MessageType.TRAIN)
+    if registry is not None:
+        book.learn_registered(registry.names(grid))
     train_nodes = per_node("train", sent, replies, rejected, book, fed.round_timeout)
     counts = participation(train_nodes)
     if new_arrays is None:  # the strategy aggregates only from `min-train-nodes` valid updates
-        raise RunError(stop_message(server_round, counts, fed.min_train_nodes))
+        raise RunError(stop_message(server_round, train_nodes, fed.min_train_nodes))
     eval_sent, eval_replies = _exchange(
         grid,
         lambda g: strategy.configure_evaluate(server_round, new_arrays, ConfigRecord(), g),
@@ -188,6 +214,8 @@ def run_round(
     )
     evaluate_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
     eval_rejected = strategy.rejected(server_round, MessageType.EVALUATE)
+    if registry is not None and eval_sent:
+        book.learn_registered(registry.names(grid))
     eval_nodes = per_node(
         "evaluate", eval_sent, eval_replies, eval_rejected, book, fed.round_timeout
     )
@@ -220,10 +248,13 @@ def run_federation(
     ``history`` (the rounds a resumed run restored) supplies the names known so far.
     """
     rounds = config.federation.num_server_rounds
-    book = SiteBook()
+    registry = SiteRegistry.load(config.federation.site_registry)
+    book = SiteBook(registered=None if registry is None else {})
     book.learn_rounds(history)
     for server_round in range(first_round, rounds + 1):
-        outcome = run_round(grid, strategy, arrays, server_round, config, central_eval, book)
+        outcome = run_round(
+            grid, strategy, arrays, server_round, config, central_eval, book, registry
+        )
         arrays = outcome.arrays
         on_round_done(server_round, arrays, outcome.record)
         log(INFO, "%s", round_summary(outcome.record, rounds))

@@ -15,8 +15,8 @@ from common.files import atomic_path
 from server.records import PHASES, names_of, natural_key, participation
 from server.report_plots import plot_confusion, plot_global, plot_hospitals, plot_participation
 from server.report_settings import (
-    HOSPITAL_COLUMNS,
     coordinator_settings,
+    hospital_columns,
     hospital_table_rows,
     hospitals,
     simulation_settings,
@@ -71,7 +71,7 @@ def _settings_lines(config: dict[str, Any], rounds: list[dict[str, Any]]) -> lis
         "",
     ]
     lines += (
-        _table(HOSPITAL_COLUMNS, hospital_table_rows(rows))
+        _table(hospital_columns(rows), hospital_table_rows(rows))
         if rows
         else ["No hospital was sampled."]
     )

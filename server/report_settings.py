@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.contract import DATA_KIND, WEIGHT_KEY
-from server.records import PHASES, fallback_name, natural_key
+from server.records import (
+    NAME_MISMATCH,
+    PHASES,
+    REGISTERED,
+    fallback_name,
+    has_real_name,
+    natural_key,
+)
 
 FEDERATION_SETTINGS = (
     "strategy",
@@ -90,6 +97,8 @@ def hospitals(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     ``training-images`` / ``held-out-images`` are the ``num-examples`` of its last valid
     train / evaluate reply; ``rounds-trained`` counts its valid training replies.
+    ``registry`` is ``None`` without a site registry, else the registry check:
+    ``registered``, ``not registered`` or the other names the node reported.
     """
     rows: dict[str, dict[str, Any]] = {}
     for record in rounds:
@@ -104,10 +113,15 @@ def hospitals(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "training-images": None,
                         "held-out-images": None,
                         "rounds-trained": 0,
+                        "registry": None,
+                        "reported-names": [],
                     },
                 )
-                if DATA_KIND in outcome and "name" in outcome:
-                    row["name"], row["data-kind"] = outcome["name"], outcome[DATA_KIND]
+                if has_real_name(outcome):
+                    row["name"] = outcome["name"]
+                if DATA_KIND in outcome:
+                    row["data-kind"] = outcome[DATA_KIND]
+                _check_registry(row, outcome)
                 if outcome["status"] != "ok":
                     continue
                 examples = _examples(outcome)
@@ -119,10 +133,37 @@ def hospitals(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda row: natural_key(row["name"]))
 
 
+def _check_registry(row: dict[str, Any], outcome: Mapping[str, Any]) -> None:
+    """Fold one node record's registry fields into its hospital row."""
+    if REGISTERED not in outcome:
+        return
+    row["registry"] = "registered" if outcome[REGISTERED] else "not registered"
+    reported = outcome.get(NAME_MISMATCH)
+    if reported is not None and reported not in row["reported-names"]:
+        row["reported-names"].append(reported)
+
+
+def registry_flag(row: Mapping[str, Any]) -> str:
+    """The Hospitals table's registry check: ``ok``, a name mismatch or not registered."""
+    if row["registry"] == "not registered":
+        return "**not in the site registry**"
+    if row["reported-names"]:
+        names = ", ".join(f"`{name}`" for name in row["reported-names"])
+        return f"**name mismatch**: reported {names}"
+    return "ok"
+
+
+def hospital_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The Hospitals table's header; a ``registry check`` column when the run had a registry."""
+    with_registry = any(row.get("registry") is not None for row in rows)
+    return HOSPITAL_COLUMNS + (["registry check"] if with_registry else [])
+
+
 def hospital_table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     def count(value: int | None) -> str:
         return "n/a" if value is None else str(value)
 
+    with_registry = any(row.get("registry") is not None for row in rows)
     return [
         [
             row["name"],
@@ -131,6 +172,7 @@ def hospital_table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             count(row["training-images"]),
             count(row["held-out-images"]),
             str(row["rounds-trained"]),
+            *([registry_flag(row)] if with_registry else []),
         ]
         for row in rows
     ]

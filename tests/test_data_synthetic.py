@@ -5,8 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from common.data import synthetic
 from common.data.schema import DataSpec
 from common.data.synthetic import (
+    EXPOSURE_SD,
     MIMIC_FRACTION,
     OCCULT_FRACTION,
     HospitalProfile,
@@ -111,9 +113,32 @@ def test_opacities_make_positive_lungs_brighter() -> None:
     images = generate_images(np.random.default_rng(0), labels, QUIET, spec())
 
     means = images.mean(axis=(1, 2, 3))
-    assert means[labels == 1].mean() - means[labels == 0].mean() > 0.03
-    # per image, not just on average: few normals are as bright as the median positive
-    assert np.mean(means[labels == 0] >= np.median(means[labels == 1])) < 0.1
+    # the exposure (sd EXPOSURE_SD per image) blurs each mean; the class means stay apart
+    standard_error = EXPOSURE_SD * np.sqrt(2 / 1000)
+    assert means[labels == 1].mean() - means[labels == 0].mean() > 0.03 + 4 * standard_error
+
+
+def test_exposure_shifts_whole_images_and_hides_the_brightness_shortcut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the per-image exposure an image's mean brightness alone ranks the classes
+    about as well as an oracle (AUC ~0.91), so even an untrained network's output
+    does: the task would be solved, or inverted, before any training."""
+    n = 1000
+    labels = np.repeat([0, 1], n)
+    exposed = generate_images(np.random.default_rng(3), labels, QUIET, spec())
+    monkeypatch.setattr(synthetic, "EXPOSURE_SD", 0.0)
+    unexposed = generate_images(np.random.default_rng(3), labels, QUIET, spec())
+
+    # one brightness shift per image, normal with sd EXPOSURE_SD (median: robust to clipping)
+    shift = np.median((exposed - unexposed).reshape(2 * n, -1), axis=1)
+    assert np.std(shift) == pytest.approx(EXPOSURE_SD, rel=4 / np.sqrt(2 * 2 * n))
+    auc_sd = np.sqrt((2 * n + 1) / (12 * n * n))  # of random scores; an upper bound here
+    shortcut = binary_auc(labels == 1, unexposed.mean(axis=(1, 2, 3)))
+    hidden = binary_auc(labels == 1, exposed.mean(axis=(1, 2, 3)))
+    assert shortcut > 0.85
+    assert hidden < shortcut - 10 * auc_sd
+    assert hidden < 0.8
 
 
 def test_some_positives_and_normals_look_exactly_alike() -> None:

@@ -184,7 +184,8 @@ def test_too_few_valid_updates_stop_the_run(server_round: int, remains: str) -> 
 
     assert str(caught.value) == (
         f"Round {server_round} stopped the run: 1 of 3 hospitals sent a valid update "
-        f"(1 failed, 0 timed out, 1 rejected); `min-train-nodes` is 2. {remains}"
+        f"(1 failed, 0 timed out, 1 rejected); `min-train-nodes` is 2. Why: node-2 failed: "
+        f"ValueError: bad data; site-3 rejected: array `0` contains NaN or Inf. {remains}"
     )
 
 

@@ -5,8 +5,10 @@ mediastinum/spine band and faint rib stripes, with per-image anatomical jitter.
 Class 0 ("normal") has faint benign specks; class k > 0 adds two or three soft bright
 opacities inside a lung, in the k-th of K - 1 vertical lung zones — except occult cases,
 which show none, while a few normals show a look-alike shadow, so the classes overlap and
-no model separates them. Each simulated hospital has its own intensity offset, contrast,
-noise, prevalence and size, all drawn from (seed, hospital).
+no model separates them. Every image has its own exposure (a brightness shift), so
+an image's overall brightness says little about its class: a model has to find the
+opacities. Each simulated hospital has its own intensity offset, contrast, noise,
+prevalence and size, all drawn from (seed, hospital).
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ _MAX_BLOBS = 3
 # no opacity (early or occult disease) and some normals show a look-alike (a benign
 # shadow), pixel for pixel like a positive. No model can separate the classes; an oracle
 # that sees the opacities exactly reaches an AUC of about 0.9 (measured on 2,000 images).
+# Without a per-image exposure, an image's mean brightness alone ranks the classes as well
+# as that oracle (AUC 0.91), and so does the nearly constant output of an untrained network,
+# with a sign set by chance: FedAvg's first round then ended at AUC 0.9 or, for some seeds,
+# 0.1. With EXPOSURE_SD = 0.06 the mean brightness reaches an AUC of about 0.7.
 # The 5-seed measurement behind these values is in the README (Data).
 LESION_AMPLITUDE = (0.35, 0.60)  # peak brightness one opacity adds inside a lung
 OCCULT_FRACTION = 0.10  # positives whose opacities are invisible
 MIMIC_FRACTION = 0.08  # normals with an opacity-like shadow
+EXPOSURE_SD = 0.06  # sd of the brightness added to all pixels of one image (its exposure)
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ def generate_images(
     for start in range(0, count, chunk):
         part = slice(start, min(start + chunk, count))
         image = _render({name: value[part] for name, value in params.items()}, size)
-        image = (image - 0.3) * profile.contrast + 0.3 + profile.intensity
+        exposure = params["exposure"][part, None, None]
+        image = (image - 0.3) * profile.contrast + 0.3 + profile.intensity + exposure
         image += rng.normal(0.0, profile.noise, size=image.shape).astype(np.float32)
         grey[part] = np.clip(image, 0.0, 1.0)
     images = grey[..., np.newaxis]
@@ -155,6 +163,7 @@ def _draw_parameters(
     params["speck_x"] = rng.uniform(-0.7, 0.7, (n, _MAX_BLOBS))
     params["speck_y"] = rng.uniform(-0.6, 0.6, (n, _MAX_BLOBS))
     params["speck_amp"] = rng.uniform(0.0, 0.06, (n, _MAX_BLOBS))
+    params["exposure"] = rng.normal(0.0, EXPOSURE_SD, n)
     return {name: value.astype(np.float32) for name, value in params.items()}
 
 
