@@ -49,9 +49,10 @@ def test_models_are_shaped_by_the_data(name: str, classes: int, channels: int) -
     assert model.output_shape == (None, classes)
 
 
-@pytest.mark.parametrize("name", ["cnn", "cnn-small"])
-def test_relu_layers_start_from_he_normal_weights(name: str) -> None:
-    """Glorot's smaller weights shrink the signal at every ReLU layer (see the next test)."""
+@pytest.mark.parametrize(("name", "gain"), [("cnn", 2.0), ("cnn-small", 1.0)])
+def test_relu_layers_start_from_their_initializers(name: str, gain: float) -> None:
+    """`cnn`: He-normal (Glorot's smaller weights shrink the signal at every ReLU layer, see
+    the next test); `cnn-small`: Keras's Glorot-uniform default (common/models.py says why)."""
     keras.utils.set_random_seed(0)
     model = build_model(name, data_spec())
 
@@ -64,8 +65,11 @@ def test_relu_layers_start_from_he_normal_weights(name: str) -> None:
     for layer in relu:
         kernel = layer.kernel.numpy()
         fan_in = int(np.prod(kernel.shape[:-1]))
-        # the sample sd of n normal values has a relative standard error of 1/sqrt(2n)
-        assert kernel.std() == pytest.approx(np.sqrt(2 / fan_in), rel=4 / np.sqrt(2 * kernel.size))
+        fan_out = int(np.prod(kernel.shape[:-2])) * kernel.shape[-1]
+        # He-normal sd: sqrt(2 / fan_in); Glorot-uniform sd: sqrt(2 / (fan_in + fan_out)).
+        expected = np.sqrt(gain * 2 / (fan_in * gain + fan_out * (2 - gain)))
+        # the sample sd of n values has a relative standard error of about 1/sqrt(2n)
+        assert kernel.std() == pytest.approx(expected, rel=4 / np.sqrt(2 * kernel.size))
 
 
 def federated_round_auc(seed: int, hospitals: int = 5) -> float:
