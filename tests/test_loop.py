@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 
 from common.config import parse_app_config
 from common.errors import ConfigError, RunError
@@ -21,35 +20,7 @@ from server.records import SiteBook
 from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
 from tests.factories import app_config, run_config
-from tests.fake_grid import FakeGrid
-
-EVALUATE_METRICS = {"accuracy": 0.5, "auc": 0.5, "sensitivity": 0.5, "specificity": 0.5}
-
-
-def site_of(request: Message) -> ConfigRecord:
-    """Node N calls itself ``site-N`` and trains on its own images."""
-    return ConfigRecord(
-        {"site-name": f"site-{request.metadata.dst_node_id}", "data-kind": "folder"}
-    )
-
-
-def answers(offset: float) -> Callable[[Message], Message]:
-    """A hospital that moves every weight by ``offset`` and reports fixed metrics."""
-
-    def behaviour(request: Message) -> Message:
-        if request.metadata.message_type == "train":
-            received = request.content.array_records["arrays"].to_numpy_ndarrays()
-            moved = [(a + np.float32(offset)).astype(a.dtype) for a in received]
-            metrics = MetricRecord({"num-examples": 10, "loss": 0.5, "accuracy": 0.75})
-            content = RecordDict(
-                {"arrays": ArrayRecord(moved), "metrics": metrics, "site": site_of(request)}
-            )
-        else:
-            metrics = MetricRecord({"num-examples": 5, "loss": offset, **EVALUATE_METRICS})
-            content = RecordDict({"metrics": metrics, "site": site_of(request)})
-        return Message(content=content, reply_to=request)
-
-    return behaviour
+from tests.fake_grid import FakeGrid, answers
 
 
 def extra_evaluate_metric(request: Message) -> Message:

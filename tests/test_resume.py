@@ -11,50 +11,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam
 
 from common.config import AppConfig, parse_app_config
-from common.contract import (
-    ARRAYS_KEY,
-    DATA_KIND,
-    EVALUATE_METRICS,
-    METRICS_KEY,
-    SITE_KEY,
-    SITE_NAME,
-    TRAIN_METRICS,
-    WEIGHT_KEY,
-)
 from common.errors import RunError
 from server import app as server_app
 from server.app import federate
 from server.checkpoint import checkpoint_path
 from tests.factories import run_config
-from tests.fake_grid import FakeGrid
+from tests.fake_grid import FakeGrid, answers
 
 HOSPITALS = 3
 
 
-def answers(request: Message) -> Message:
-    """A hospital that moves every weight by 0.01 and replies exactly as the contract says."""
-    name = f"hospital-{request.metadata.dst_node_id}"
-    site = ConfigRecord({SITE_NAME: name, DATA_KIND: "simulated-synthetic"})
-    if request.metadata.message_type == MessageType.TRAIN:
-        received = request.content.array_records[ARRAYS_KEY].to_numpy_ndarrays()
-        moved = [(a + np.float32(0.01)).astype(a.dtype) for a in received]
-        metrics = MetricRecord({**dict.fromkeys(TRAIN_METRICS, 0.5), WEIGHT_KEY: 10})
-        content = RecordDict({ARRAYS_KEY: ArrayRecord(moved), METRICS_KEY: metrics})
-    else:
-        metrics = MetricRecord({**dict.fromkeys(EVALUATE_METRICS, 0.5), WEIGHT_KEY: 5})
-        content = RecordDict({METRICS_KEY: metrics})
-    content[SITE_KEY] = site
-    return Message(content=content, reply_to=request)
-
-
 def hospitals() -> FakeGrid:
-    return FakeGrid(dict.fromkeys(range(1, HOSPITALS + 1), answers))
+    return FakeGrid(dict.fromkeys(range(1, HOSPITALS + 1), answers(0.01)))
 
 
 def run_rounds(
