@@ -14,7 +14,7 @@ from typing import Any
 
 from flwr.simulation import run_simulation
 
-from common.config import project_root
+from common.manifest import project_root
 from simulations.runner import run_config_with, simulation_apps
 
 

@@ -15,34 +15,64 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from client.cache import PROCESS_CACHE
-from client.mods import contain_errors, only_weights_leave
+from client.mods import contain_errors, hospital_dp_clipping, only_weights_leave
+from client.privacy import (
+    SERVER_ROUND,
+    PrivacyGate,
+    check_train_request,
+    hospital_budget,
+    ledger_lock,
+    plan_round,
+)
 from client.site import SimulatedSites, resolve_site
 from common.config import parse_app_config, parse_train_config
-from common.contract import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, SITE_KEY, WEIGHT_KEY
+from common.contract import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    EPSILON_KEY,
+    METRICS_KEY,
+    SITE_KEY,
+    WEIGHT_KEY,
+)
 from common.seeding import derive_seed
 
 __all__ = ["ARRAYS_KEY", "CONFIG_KEY", "METRICS_KEY", "app", "build_client_app"]
 
 
 def train(msg: Message, context: Context, simulated_sites: SimulatedSites | None) -> Message:
+    """Train on the site's data — within the hospital's privacy budget (client.privacy)."""
     config = parse_app_config(context.run_config)
-    train_config = parse_train_config(dict(msg.content.config_records[CONFIG_KEY]))
+    request = msg.content.config_records[CONFIG_KEY]
+    check_train_request(request, config)
+    train_config = parse_train_config(dict(request))
     site = resolve_site(context.node_config, config, PROCESS_CACHE, simulated_sites)
     trainer = PROCESS_CACHE.trainer(config.model, config.data.spec())
-    server_round = int(str(msg.content.config_records[CONFIG_KEY].get("server-round", 0)))
+    server_round = int(str(request.get(SERVER_ROUND, 0)))
     received = msg.content.array_records[ARRAYS_KEY]
-    result = trainer.fit(
-        received.to_numpy_ndarrays(),
-        site.train,
-        train_config,
-        seed=derive_seed(config.seed, site.name, server_round),
-    )
+    budget = hospital_budget(context.node_config, config, context.state, site.name)
+    plan = plan_round(config, train_config, len(site.train), PROCESS_CACHE.calibrated_noise)
+    gate = PrivacyGate(budget, site.train)
+    with ledger_lock(budget):
+        gate.admit(plan)  # raises BudgetExhaustedError: nothing is trained
+        result = trainer.fit(
+            received.to_numpy_ndarrays(),
+            site.train,
+            train_config.model_copy(update={"batch_size": plan.batch_size}),
+            seed=derive_seed(config.seed, site.name, server_round),
+            dp=plan.dp,
+        )
+        epsilon = gate.record(plan)  # in the ledger before the reply can leave
     arrays = ArrayRecord(
         {name: Array(weights) for name, weights in zip(received, result.weights, strict=True)}
     )
-    metrics = MetricRecord(
-        {WEIGHT_KEY: result.num_examples, "loss": result.loss, "accuracy": result.accuracy}
-    )
+    values: dict[str, int | float | list[int] | list[float]] = {
+        WEIGHT_KEY: result.num_examples,
+        "loss": result.loss,
+        "accuracy": result.accuracy,
+    }
+    if config.privacy.dp == "record":
+        values[EPSILON_KEY] = epsilon
+    metrics = MetricRecord(values)
     content = RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics, SITE_KEY: site.record()})
     return Message(content=content, reply_to=msg)
 
@@ -59,13 +89,17 @@ def evaluate(msg: Message, context: Context, simulated_sites: SimulatedSites | N
 
 
 def build_client_app(
-    simulated_sites: SimulatedSites | None = None, mods: Sequence[Mod] = ()
+    simulated_sites: SimulatedSites | None = None,
+    mods: Sequence[Mod] = (),
+    context_mods: Sequence[Mod] = (),
 ) -> ClientApp:
     """The hospital's ClientApp.
 
     ``simulated_sites`` gives simulated hospitals their data (None: the installed entry
     point, see :mod:`client.site`). ``mods`` run inside the privacy mods, next to the
     handlers, so whatever they change is still checked before a reply leaves.
+    ``context_mods`` run outside them and only set up the context every mod sees (a
+    simulation's run config, :func:`simulations.runner.with_run_config`).
     """
 
     def on_train(msg: Message, context: Context) -> Message:
@@ -74,8 +108,8 @@ def build_client_app(
     def on_evaluate(msg: Message, context: Context) -> Message:
         return evaluate(msg, context, simulated_sites)
 
-    client_app = ClientApp(mods=[contain_errors, only_weights_leave, *mods])
-    client_app.train()(on_train)
+    client_app = ClientApp(mods=[*context_mods, contain_errors, only_weights_leave, *mods])
+    client_app.train(mods=[hospital_dp_clipping])(on_train)
     client_app.evaluate()(on_evaluate)
     return client_app
 

@@ -38,6 +38,7 @@ class ProcessCache:
         self._trainers: dict[Hashable, LocalTrainer] = {}
         self._sites: OrderedDict[Hashable, SiteData] = OrderedDict()
         self._max_sites = max_sites
+        self._noise: dict[tuple[float, float, int, float | None], float] = {}
 
     def trainer(self, model_name: str, spec: DataSpec) -> LocalTrainer:
         key = (model_name, spec.input_shape, spec.num_classes)
@@ -48,6 +49,17 @@ class ProcessCache:
 
             self._trainers[key] = LocalTrainer(build_model(model_name, spec))
         return self._trainers[key]
+
+    def calibrated_noise(
+        self, epsilon: float, delta: float, releases: int, sampling_rate: float | None
+    ) -> float:
+        """:func:`common.privacy.calibrate_noise`, computed once per setting (≈1 s each)."""
+        key = (epsilon, delta, releases, sampling_rate)
+        if key not in self._noise:
+            from common.privacy import calibrate_noise
+
+            self._noise[key] = calibrate_noise(epsilon, delta, releases, sampling_rate)
+        return self._noise[key]
 
     def site(self, key: Hashable, load: Callable[[], SiteData]) -> SiteData:
         """The cached site for ``key`` (loading it if needed); the least recently used

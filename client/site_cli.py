@@ -91,8 +91,9 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 def _data_config(args: argparse.Namespace) -> Any:
-    from common.config import declared_defaults, parse_app_config, project_root
+    from common.config import parse_app_config
     from common.errors import ConfigError, invalid_value
+    from common.manifest import declared_defaults, project_root
 
     manifest = args.manifest or project_root() / "pyproject.toml"
     if not manifest.is_file():

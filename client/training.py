@@ -6,18 +6,32 @@ many rounds — or a simulation process serving many hospitals — never rebuild
 or retraces. Everything that changes per round (global weights, learning rate, FedProx's
 mu and its anchor weights, optimizer state) lives in variables that are assigned, not
 re-created.
+
+With a :class:`~client.dp_sgd.RecordDP` a round is record-level DP-SGD instead
+(client/dp_sgd.py): a second traced step takes each Poisson sample, whose size varies, and
+its clip norm, noise multiplier and expected batch size are variables too.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from client.dp_sgd import (
+    RecordDP,
+    clipped_sum,
+    noisy_mean,
+    per_example_gradients,
+    poisson_sample,
+    round_randomness,
+)
 from common.config import TrainConfig
 from common.data.schema import Split
+from common.errors import ConfigError, invalid_value
 from common.metrics import classification_metrics, cross_entropy
 
 EVAL_BATCH_SIZE = 256
@@ -45,7 +59,14 @@ class LocalTrainer:
         self._loss = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
         images = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
         labels = tf.TensorSpec((None,), tf.int64)
-        self._train_step = tf.function(self._step, input_signature=[images, labels])
+        # Record-level DP-SGD (fit with `dp`): set per round, read by the traced DP step.
+        self._clip_norm = tf.Variable(1.0, trainable=False, dtype=tf.float32)
+        self._noise_multiplier = tf.Variable(1.0, trainable=False, dtype=tf.float32)
+        self._expected_batch = tf.Variable(1.0, trainable=False, dtype=tf.float32)
+        self._noise = tf.random.Generator.from_seed(0)  # reset from OS entropy every DP round
+        self.train_step = tf.function(self._step, input_signature=[images, labels])
+        self.dp_train_step = tf.function(self._dp_step, input_signature=[images, labels])
+        self.dp_noise_step = tf.function(self._dp_noise_step, input_signature=[])
         self._forward = tf.function(self._probabilities, input_signature=[images])
         self.traces = 0
 
@@ -70,6 +91,35 @@ class LocalTrainer:
         )
         return data_loss, correct
 
+    def _dp_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One DP-SGD step on a non-empty Poisson sample of any size."""
+        self.traces += 1  # runs only while tracing: counts (re)traces
+        grads, losses, probabilities = per_example_gradients(self.model, self._loss, images, labels)
+        self._apply_noisy(clipped_sum(grads, self._clip_norm))
+        correct = tf.reduce_sum(
+            tf.cast(tf.equal(tf.argmax(probabilities, axis=1), labels), tf.float32)
+        )
+        return tf.reduce_sum(losses), correct
+
+    def _dp_noise_step(self) -> None:
+        """The DP-SGD step of an empty Poisson sample: the noise alone (and FedProx's term)."""
+        self.traces += 1  # runs only while tracing: counts (re)traces
+        self._apply_noisy([tf.zeros_like(v) for v in self.model.trainable_variables])
+
+    def _apply_noisy(self, summed: list[tf.Tensor]) -> None:
+        """Noise the sum of clipped gradients, average it over the expected batch size, add
+        FedProx's proximal gradient ``mu (w - w0)`` (after the noise: it does not touch the
+        data) and let Adam apply it."""
+        variables = self.model.trainable_variables
+        noisy = noisy_mean(
+            summed, self._noise_multiplier, self._clip_norm, self._expected_batch, self._noise
+        )
+        update = [
+            g + self._mu * (w - w0)
+            for g, w, w0 in zip(noisy, variables, self._anchors, strict=True)
+        ]
+        self.optimizer.apply_gradients(zip(update, variables, strict=True))
+
     def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
         return self.model(images, training=False)
 
@@ -81,12 +131,23 @@ class LocalTrainer:
             anchor.assign(variable)
 
     def fit(
-        self, weights: list[np.ndarray], data: Split, config: TrainConfig, seed: int
+        self,
+        weights: list[np.ndarray],
+        data: Split,
+        config: TrainConfig,
+        seed: int,
+        dp: RecordDP | None = None,
     ) -> FitResult:
-        """Train from ``weights`` on ``data``; loss and accuracy are over the last epoch."""
+        """Train from ``weights`` on ``data``; loss and accuracy are over the last epoch.
+
+        With ``dp``: ``dp.steps`` DP-SGD steps instead (:meth:`_fit_dp`); ``seed`` is then
+        not used at all.
+        """
         self.load(weights)
         self._reset_optimizer(config.learning_rate)
         self._mu.assign(config.proximal_mu)
+        if dp is not None:
+            return self._fit_dp(data, config, dp)
         rng = np.random.default_rng(seed)
         loss_sum = correct_sum = 0.0
         for _ in range(config.local_epochs):
@@ -94,7 +155,7 @@ class LocalTrainer:
             order = rng.permutation(len(data))
             for start in range(0, len(data), config.batch_size):
                 batch = order[start : start + config.batch_size]
-                loss, correct = self._train_step(data.images[batch], data.labels[batch])
+                loss, correct = self.train_step(data.images[batch], data.labels[batch])
                 loss_sum += float(loss)
                 correct_sum += float(correct)
         return FitResult(
@@ -102,6 +163,62 @@ class LocalTrainer:
             num_examples=len(data),
             loss=loss_sum / len(data),
             accuracy=correct_sum / len(data),
+        )
+
+    def prepare_dp(self, dp: RecordDP, batch_size: int, num_examples: int) -> np.random.Generator:
+        """Set the DP step's variables and noise for one round; return its Poisson sampler."""
+        if not 1 <= batch_size <= num_examples:
+            raise ConfigError(
+                invalid_value(
+                    "batch-size",
+                    f"an integer from 1 to this hospital's {num_examples} training examples "
+                    "under dp='record' (the sampling rate batch-size / examples must be ≤ 1)",
+                    batch_size,
+                )
+            )
+        # Trace both DP graphs now (once per process): which of them a round needs depends
+        # on its samples, the trace count must not.
+        self.dp_train_step.get_concrete_function()
+        self.dp_noise_step.get_concrete_function()
+        sampler, noise_state = round_randomness(dp.seed)
+        self._noise.reset(noise_state)
+        self._clip_norm.assign(dp.clip_norm)
+        self._noise_multiplier.assign(dp.noise_multiplier)
+        self._expected_batch.assign(float(batch_size))  # q * N with q = batch_size / N
+        return sampler
+
+    def _fit_dp(self, data: Split, config: TrainConfig, dp: RecordDP) -> FitResult:
+        """``dp.steps`` DP-SGD steps, each on a Poisson sample of rate batch-size / N.
+
+        Loss and accuracy are over the examples drawn in the last epoch-equivalent (the
+        last ``ceil(steps / local-epochs)`` steps), as the plain fit reports its last epoch;
+        should those draws be empty, over the whole round's draws, and should the whole
+        round have drawn nothing, of the final weights on ``data``.
+        """
+        num_examples = len(data)
+        sampler = self.prepare_dp(dp, config.batch_size, num_examples)
+        rate = config.batch_size / num_examples
+        last_epoch_from = dp.steps - math.ceil(dp.steps / config.local_epochs)
+        totals = np.zeros((2, 3))  # rows: whole round, last epoch; columns: loss, correct, drawn
+        for step in range(dp.steps):
+            batch = poisson_sample(sampler, num_examples, rate)
+            if batch.size == 0:
+                self.dp_noise_step()
+                continue
+            loss, correct = self.dp_train_step(data.images[batch], data.labels[batch])
+            drawn = (float(loss), float(correct), float(batch.size))
+            totals[0] += drawn
+            if step >= last_epoch_from:
+                totals[1] += drawn
+        weights = self.model.get_weights()
+        reported = totals[1] if totals[1, 2] > 0 else totals[0]
+        if reported[2] > 0:
+            loss_value, accuracy = reported[0] / reported[2], reported[1] / reported[2]
+        else:
+            scores = self.evaluate(weights, data)
+            loss_value, accuracy = scores["loss"], scores["accuracy"]
+        return FitResult(
+            weights=weights, num_examples=num_examples, loss=loss_value, accuracy=accuracy
         )
 
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -8,8 +8,6 @@ never a silently different default.
 
 from __future__ import annotations
 
-import difflib
-import tomllib
 import typing
 from collections import Counter
 from pathlib import Path
@@ -35,11 +33,14 @@ StrategyName = Literal[
     "bulyan",
 ]
 ModelName = Literal["cnn", "cnn-small"]
+DPMode = Literal["off", "record", "hospital"]
+# Flower's accountant for hospital-level DP needs FedAvg's own (uniform) aggregation
+# (flwr/serverapp/strategy/dp_fixed_clipping.py): these strategies use it unchanged.
+HOSPITAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 DatasetKind = Literal["synthetic", "medmnist", "folder"]
 # The smallest image the synthetic generator makes: common/data/synthetic.py refuses smaller
 # ones on every hospital, so the config refuses them first (tests/test_config.py checks both agree).
 SYNTHETIC_MIN_IMAGE_SIZE = 16
-APP_CONFIG_SECTION = "[tool.flwr.app.config]"
 
 
 def _kebab(name: str) -> str:
@@ -110,6 +111,34 @@ class TrainConfig(_Settings):
     proximal_mu: float = Field(ge=0.0)
 
 
+class PrivacySettings(_Settings):
+    """Differential privacy: which kind, its target and its mechanism.
+
+    ``dp-noise-multiplier`` 0 means: calibrate it (:func:`common.privacy.calibrate_noise`)
+    so that ``dp-epsilon`` is reached at the end of the run. ``max-epsilon`` is the budget
+    of *simulated* hospitals (a deployed hospital sets its own in its node config).
+    """
+
+    dp: DPMode
+    dp_epsilon: float = Field(ge=0.0)
+    dp_delta: float = Field(gt=0.0, lt=1.0)
+    dp_clip_norm: float = Field(gt=0.0)
+    dp_noise_multiplier: float = Field(ge=0.0)
+    max_epsilon: float = Field(ge=0.0)
+
+    @model_validator(mode="after")
+    def _target_or_noise(self) -> PrivacySettings:
+        if self.dp != "off" and self.dp_epsilon <= 0.0:
+            raise ValueError(
+                invalid_value(
+                    "dp-epsilon",
+                    f"a number > 0 when `dp` is {self.dp!r} (the target ε of the whole run)",
+                    self.dp_epsilon,
+                )
+            )
+        return self
+
+
 class DataConfig(_Settings):
     """The federation's data contract and how simulated hospitals get their data."""
 
@@ -175,6 +204,7 @@ class AppConfig(_Settings):
     federation: FederationConfig
     train: TrainConfig
     data: DataConfig
+    privacy: PrivacySettings
     model: ModelName
     seed: int = Field(ge=0)
 
@@ -190,6 +220,23 @@ class AppConfig(_Settings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _hospital_dp_needs(self) -> AppConfig:
+        if self.privacy.dp != "hospital":
+            return self
+        if self.federation.strategy not in HOSPITAL_DP_STRATEGIES:
+            raise ValueError(
+                invalid_value(
+                    "strategy",
+                    "one of "
+                    + ", ".join(repr(name) for name in HOSPITAL_DP_STRATEGIES)
+                    + " when `dp` is 'hospital' (Flower's accountant needs FedAvg's "
+                    "uniform aggregation)",
+                    self.federation.strategy,
+                )
+            )
+        return self
+
 
 def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
     """Parse Flower's flat run config; raise :class:`ConfigError` with one clear line."""
@@ -197,6 +244,7 @@ def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
         "federation": _section(FederationConfig, run_config),
         "train": _section(TrainConfig, run_config),
         "data": _section(DataConfig, run_config),
+        "privacy": _section(PrivacySettings, run_config),
     }
     return _validate(
         AppConfig,
@@ -206,13 +254,18 @@ def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
     )
 
 
+def kebab_keys(model: type[_Settings]) -> list[str]:
+    """The run-config keys of a settings model (``local_epochs`` → ``local-epochs``)."""
+    return [_kebab(name) for name in model.model_fields]
+
+
 def parse_train_config(values: dict[str, Any]) -> TrainConfig:
     """Parse the training settings a hospital receives in a message."""
     return _validate(TrainConfig, _section(TrainConfig, values), source=values)
 
 
 def _section(model: type[_Settings], run_config: dict[str, Any]) -> dict[str, Any]:
-    keys = [_kebab(name) for name in model.model_fields]
+    keys = kebab_keys(model)
     missing = [key for key in keys if key not in run_config]
     if missing:
         raise ConfigError(
@@ -267,42 +320,3 @@ def _expected(model: type[_Settings], key: str, error: Any) -> str:
             if getattr(item, attr, None) is not None:
                 bounds.append(f"{sign} {getattr(item, attr)}")
     return f"{noun} {' and '.join(bounds)}".strip()
-
-
-def declared_defaults(pyproject: Path) -> dict[str, Any]:
-    """The run config a ``flwr run`` without overrides would get: for tests and tools.
-
-    A manifest that is not TOML or lacks the app's config section is a :class:`ConfigError`;
-    an unreadable one an ``OSError``.
-    """
-    with pyproject.open("rb") as handle:
-        try:
-            document = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"Invalid TOML in {pyproject}: {error}") from None
-    section: Any = document
-    for key in ("tool", "flwr", "app", "config"):
-        section = section.get(key) if isinstance(section, dict) else None
-    if not isinstance(section, dict):
-        raise ConfigError(
-            f"Missing section {APP_CONFIG_SECTION} in {pyproject}. Expected the app manifest "
-            "(fedclinic's pyproject.toml) that declares every run setting."
-        )
-    return dict(section)
-
-
-def with_overrides(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` with ``overrides`` applied; a key not in ``defaults`` is a ConfigError."""
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ConfigError(
-            f"Unknown config key `{unknown[0]}`. Expected one of the keys declared in "
-            f"{APP_CONFIG_SECTION} of pyproject.toml.{hint}"
-        )
-    return {**defaults, **overrides}
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parent.parent

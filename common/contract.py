@@ -8,7 +8,8 @@ something, so no reply can make a Flower aggregate or consistency check raise.
 A reply holds, and nothing else:
 
 - train: the record ``arrays`` (the received model's array names, shapes and dtypes), the
-  record ``metrics`` with exactly :data:`TRAIN_METRICS`, and the record ``site``;
+  record ``metrics`` with exactly :data:`TRAIN_METRICS` (plus ``epsilon``, the hospital's
+  cumulative ε, when ``dp`` is ``"record"``), and the record ``site``;
 - evaluate: the record ``metrics`` with exactly :data:`EVALUATE_METRICS`, and ``site``.
 
 ``site`` is a config record with exactly :data:`SITE_FIELDS`: the hospital's name (its
@@ -32,7 +33,9 @@ METRICS_KEY = "metrics"
 SITE_KEY = "site"
 WEIGHT_KEY = "num-examples"
 
+EPSILON_KEY = "epsilon"
 TRAIN_METRICS: tuple[str, ...] = (WEIGHT_KEY, "loss", "accuracy")
+RECORD_DP_TRAIN_METRICS: tuple[str, ...] = (*TRAIN_METRICS, EPSILON_KEY)
 EVALUATE_METRICS: tuple[str, ...] = (
     WEIGHT_KEY,
     "loss",
@@ -71,6 +74,13 @@ SCHEMAS: dict[str, ReplySchema] = {
     MessageType.TRAIN: ReplySchema(arrays=True, metrics=TRAIN_METRICS),
     MessageType.EVALUATE: ReplySchema(arrays=False, metrics=EVALUATE_METRICS),
 }
+
+
+def schema_for(message_type: str, dp: str) -> ReplySchema | None:
+    """The schema of a ``message_type`` reply in a run whose ``dp`` mode is ``dp``."""
+    if message_type == MessageType.TRAIN and dp == "record":
+        return ReplySchema(arrays=True, metrics=RECORD_DP_TRAIN_METRICS)
+    return SCHEMAS.get(message_type)
 
 
 def is_scalar(value: object) -> bool:
@@ -139,13 +149,14 @@ def array_layout_problem(arrays: ArrayRecord, reference: ArrayRecord) -> str | N
 
 
 def reply_violations(
-    message_type: str, content: RecordDict, reference: ArrayRecord | None
+    message_type: str, content: RecordDict, reference: ArrayRecord | None, dp: str = "off"
 ) -> list[str]:
     """Every way ``content`` breaks the contract for a ``message_type`` reply (empty: none).
 
-    ``reference`` is the model the request carried (train replies must match its layout).
+    ``reference`` is the model the request carried (train replies must match its layout);
+    ``dp`` is the run's ``dp`` mode (record-level DP adds ``epsilon`` to train metrics).
     """
-    schema = SCHEMAS.get(message_type)
+    schema = schema_for(message_type, dp)
     if schema is None:
         return [f"no reply is allowed to a `{message_type}` message"]
     found = [*content.array_records, *content.metric_records, *content.config_records]

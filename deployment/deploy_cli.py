@@ -106,8 +106,8 @@ def run_local(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace) -> DeployOptions:
     """Check the command line; one Keras-style line per mistake."""
-    from common.config import project_root
     from common.errors import ConfigError, invalid_value
+    from common.manifest import project_root
 
     for flag, value in (("--sites", args.sites), ("--rounds", args.rounds)):
         if value < 1:

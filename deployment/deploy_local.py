@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from client.keys import generate_site_key
-from common.config import AppConfig, declared_defaults, parse_app_config, project_root
+from common.config import AppConfig, parse_app_config
+from common.manifest import declared_defaults, project_root
 from deployment.pki import PkiPaths, SiteKeys, add_site, init_pki
 from deployment.processes import LOOPBACK, DeployError, Started, Supervisor, free_port
 from deployment.processes import wait_for_port as _wait_for_port

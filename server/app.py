@@ -24,6 +24,7 @@ from server.checkpoint import (
     strategy_state,
 )
 from server.loop import run_federation
+from server.privacy import privacy_state, with_hospital_dp
 from server.resume import resume
 from server.run_dir import RunDirectory, resolve_run_dir
 from server.strategies import build_strategy
@@ -69,9 +70,10 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
 
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model, config.data.spec())
-    strategy = ValidatingStrategy(build_strategy(config), fed.max_update_norm, fed.min_train_nodes)
     arrays, first_round = ArrayRecord(model.get_weights()), 1
     try:
+        strategy = build_validating_strategy(config)
+        fit = fit_of(config)
         check_strategy_state(strategy)  # before round 1: checkpoints must hold its state
         split = load_central_split(config)
         evaluator = (
@@ -89,7 +91,8 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
                 strategy_state=strategy_state(strategy),
                 rounds=[*run_dir.rounds, record],
                 rng=rng_state(),
-                fit=fit_of(config),
+                fit=fit,
+                privacy=privacy_state(strategy),
             )
             save_checkpoint(run_dir.path, checkpoint, fed.checkpoints_keep)
             run_dir.add_round(record)
@@ -118,6 +121,33 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
     log(INFO, "[fedclinic] final model: %s", saved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
     return run_dir.path
+
+
+def build_validating_strategy(config: AppConfig) -> ValidatingStrategy:
+    """The configured Flower strategy, under hospital-level DP when ``dp`` is 'hospital',
+    under reply validation."""
+    fed, privacy = config.federation, config.privacy
+    strategy = build_strategy(config)
+    hospital = privacy.dp == "hospital"
+    if hospital:
+        strategy = with_hospital_dp(strategy, config)
+        log(
+            INFO,
+            "[fedclinic] hospital-level DP: every round trains exactly %d hospitals "
+            "(`min-train-nodes`), noise multiplier %.4g, clip norm %g, target ε %g at δ %g",
+            fed.min_train_nodes,
+            strategy.strategy.noise_multiplier,
+            privacy.dp_clip_norm,
+            privacy.dp_epsilon,
+            privacy.dp_delta,
+        )
+    return ValidatingStrategy(
+        strategy,
+        fed.max_update_norm,
+        fed.min_train_nodes,
+        dp=privacy.dp,
+        clip_norm=privacy.dp_clip_norm if hospital else 0.0,
+    )
 
 
 def write_report_logged(run_dir: Path) -> None:

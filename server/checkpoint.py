@@ -3,9 +3,11 @@
 After every round the loop writes ``<run-dir>/checkpoints/round-NNNNN.npz`` atomically:
 the global arrays, the round number, the strategy's state (``m_t`` / ``v_t`` /
 ``current_arrays`` of the adaptive strategies, ``momentum_vector`` / ``current_arrays``
-of FedAvgM), the metrics history and the server's random state (Flower samples nodes
-with Python's ``random``). Arrays are stored as plain ``.npy`` entries and everything
-else as one JSON string, so loading never unpickles.
+of FedAvgM), the metrics history, the server's random state (Flower samples nodes
+with Python's ``random``) and, under hospital-level DP, the privacy accountant's state
+(Flower's ``RdpAccountant.state_dict()``), so a resumed run continues the same ε.
+Arrays are stored as plain ``.npy`` entries and everything else as one JSON string, so
+loading never unpickles.
 
 Pruning keeps the ``checkpoints-keep`` newest by round number, counting only rounds up
 to the one just written, so the fresh checkpoint is never deleted. Files numbered higher
@@ -33,11 +35,14 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi, Strat
 from common.config import AppConfig
 from common.errors import RunError
 from common.files import atomic_path, fsync_directory
+from server.dp_settings import privacy_fit
 
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "unreadable"
 FORMAT = 1
 ROUND_FILE = re.compile(r"round-(\d+)\.npz")
+# Fit settings of checkpoints written before the setting existed.
+LEGACY_FIT: dict[str, Any] = {"dp": "off"}
 
 # What a checkpoint saves of Flower's stateful strategies (Flower 1.42:
 # flwr/serverapp/strategy/fedopt.py and fedavgm.py). Every attribute must exist on the
@@ -68,17 +73,27 @@ class Checkpoint:
     rounds: list[dict[str, Any]]
     rng: dict[str, Any]
     fit: dict[str, Any]
+    privacy: dict[str, Any] | None = None  # the DP accountant's state (dp='hospital')
 
 
 def fit_of(config: AppConfig) -> dict[str, Any]:
-    """The settings a checkpoint must share with the run that continues it."""
+    """The settings a checkpoint must share with the run that continues it (the DP ones:
+    :func:`server.dp_settings.privacy_fit`)."""
     return {
         "model": config.model,
         "strategy": config.federation.strategy,
         "class-names": config.data.class_names,
         "image-size": config.data.image_size,
         "channels": config.data.channels,
+        **privacy_fit(config),
     }
+
+
+def checkpoint_remains(server_round: int) -> str:
+    """What a run that stops in ``server_round`` leaves to resume from (one sentence)."""
+    if server_round > 1:
+        return f"The checkpoint of round {server_round - 1} remains."
+    return "No round completed, so there is no checkpoint."
 
 
 def checkpoint_path(run_dir: Path, server_round: int) -> Path:
@@ -184,6 +199,7 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep: int) -> Path:
         },
         "rounds": checkpoint.rounds,
         "rng": checkpoint.rng,
+        "privacy": checkpoint.privacy,
     }
     target = checkpoint_path(run_dir, checkpoint.server_round)
     with atomic_path(target) as tmp, tmp.open("wb") as handle:
@@ -229,6 +245,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             rounds=list(meta["rounds"]),
             rng=dict(meta["rng"]),
             fit=dict(meta["fit"]),
+            privacy=meta.get("privacy"),
         )
 
 
@@ -269,7 +286,7 @@ def check_fit(path: Path, checkpoint: Checkpoint, config: AppConfig, model: Arra
     """Refuse, in one line, a checkpoint made for another model, strategy or data contract."""
     expected = fit_of(config)
     for key, value in expected.items():
-        found = checkpoint.fit.get(key)
+        found = checkpoint.fit.get(key, LEGACY_FIT.get(key))
         if found != value:
             raise RunError(
                 f"Cannot resume from {path}: it was made with `{key}`={found!r}, "

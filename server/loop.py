@@ -6,7 +6,9 @@ forever for nodes and cannot be resumed. This loop calls ``configure_train`` /
 round: waits for hospitals at most ``node-wait-timeout`` seconds, gives replies at most
 ``round-timeout`` seconds, records (and logs) every sampled node by name as ok / failed /
 timeout / rejected, stops the run when fewer than ``min-train-nodes`` valid updates
-arrived, optionally evaluates centrally, and writes a checkpoint before ``metrics.json``.
+arrived, optionally evaluates centrally, records the privacy spent (``privacy``: mode, δ
+and cumulative ε, when ``dp`` is on; :func:`server.privacy.round_privacy`), and writes a
+checkpoint before ``metrics.json``.
 A node's name is the one the coordinator's site registry gives its key (``site-registry``,
 :mod:`server.registry`), else the ``site-name`` it reported in any reply of the run
 (:mod:`server.records`); a registered node reporting another name is flagged.
@@ -27,9 +29,11 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from common.config import AppConfig
-from common.contract import DATA_KIND, METRICS_KEY, reported_site
+from common.contract import DATA_KIND, EPSILON_KEY, METRICS_KEY, reported_site
 from common.errors import RunError
 from common.text import strip_ansi
+from server.checkpoint import checkpoint_remains
+from server.privacy import round_privacy
 from server.records import SiteBook, participation
 from server.registry import SiteRegistry
 from server.validation import ValidatingStrategy
@@ -149,9 +153,16 @@ STOP_REASONS_SHOWN = 3
 
 
 def stop_message(
-    server_round: int, nodes: Mapping[str, Mapping[str, Any]], min_train_nodes: int
+    server_round: int,
+    nodes: Mapping[str, Mapping[str, Any]],
+    min_train_nodes: int,
+    dp: str = "off",
 ) -> str:
-    """One line: how many hospitals sent a valid update, and why the others did not."""
+    """One line: how many hospitals sent a valid update, and why the others did not.
+
+    Under hospital-level DP Flower's accountant releases an aggregate only when every
+    sampled hospital (exactly ``min-train-nodes``) sent a valid update.
+    """
     counts = participation(nodes)
     problems = sorted(
         {f"{o['name']} {o['status']}: {o['reason']}" for o in nodes.values() if o["status"] != "ok"}
@@ -163,16 +174,17 @@ def stop_message(
         else ""
     )
     why = f" Why: {shown}{more}." if problems else ""
-    remains = (
-        f"The checkpoint of round {server_round - 1} remains."
-        if server_round > 1
-        else "No round completed, so there is no checkpoint."
+    rule = (
+        f"hospital-level DP aggregates only when all {min_train_nodes} sampled hospitals "
+        "(`min-train-nodes`) send a valid update"
+        if dp == "hospital"
+        else f"`min-train-nodes` is {min_train_nodes}"
     )
     return (
         f"Round {server_round} stopped the run: {counts['ok']} of {counts['sampled']} "
         f"hospitals sent a valid update ({counts['failed']} failed, {counts['timeout']} "
-        f"timed out, {counts['rejected']} rejected); `min-train-nodes` is "
-        f"{min_train_nodes}.{why} {remains}"
+        f"timed out, {counts['rejected']} rejected); {rule}.{why} "
+        f"{checkpoint_remains(server_round)}"
     )
 
 
@@ -206,7 +218,9 @@ def run_round(
     train_nodes = per_node("train", sent, replies, rejected, book, fed.round_timeout)
     counts = participation(train_nodes)
     if new_arrays is None:  # the strategy aggregates only from `min-train-nodes` valid updates
-        raise RunError(stop_message(server_round, train_nodes, fed.min_train_nodes))
+        raise RunError(
+            stop_message(server_round, train_nodes, fed.min_train_nodes, config.privacy.dp)
+        )
     eval_sent, eval_replies = _exchange(
         grid,
         lambda g: strategy.configure_evaluate(server_round, new_arrays, ConfigRecord(), g),
@@ -221,11 +235,15 @@ def run_round(
     )
     record: dict[str, Any] = {
         "round": server_round,
-        "train": json_metrics(train_metrics),
+        # a mean of the hospitals' ε means nothing: each one's is in its node record
+        "train": {k: v for k, v in json_metrics(train_metrics).items() if k != EPSILON_KEY},
         "evaluate": json_metrics(evaluate_metrics),
         "participation": counts,
         "nodes": {"train": train_nodes, "evaluate": eval_nodes},
     }
+    privacy = round_privacy(strategy, config, train_nodes)
+    if privacy is not None:
+        record["privacy"] = privacy
     if central_eval is not None:
         record["central"] = central_eval(new_arrays.to_numpy_ndarrays())
     record["seconds"] = round(time.monotonic() - started, 3)
@@ -279,5 +297,14 @@ def round_summary(record: dict[str, Any], total_rounds: int) -> str:
         f"{counts['timeout']} timed out, {counts['rejected']} rejected) | train: "
         f"{fmt(record['train'], ('loss', 'accuracy'))} | evaluate: "
         f"{fmt(record['evaluate'], ('loss', 'accuracy', 'auc', 'sensitivity', 'specificity'))}"
-        f"{central_text}"
+        f"{central_text}{privacy_text(record.get('privacy'))}"
     )
+
+
+def privacy_text(privacy: Mapping[str, Any] | None) -> str:
+    """`` | ε 2.31 (δ 1e-05)`` for a DP run's round line ("" without DP)."""
+    if privacy is None:
+        return ""
+    epsilon = privacy.get("epsilon")
+    shown = f"{epsilon:.2f}" if isinstance(epsilon, int | float) else "n/a"
+    return f" | ε {shown} (δ {privacy['delta']:g})"

@@ -13,7 +13,14 @@ from typing import Any
 from common.errors import ConfigError, invalid_value
 from common.files import atomic_path
 from server.records import PHASES, names_of, natural_key, participation
-from server.report_plots import plot_confusion, plot_global, plot_hospitals, plot_participation
+from server.report_plots import (
+    plot_confusion,
+    plot_global,
+    plot_hospitals,
+    plot_participation,
+    plot_privacy,
+)
+from server.report_privacy import final_rows, hospital_epsilons, privacy_intro, privacy_mode
 from server.report_settings import (
     coordinator_settings,
     hospital_columns,
@@ -148,6 +155,36 @@ def _problem_lines(rounds: list[dict[str, Any]]) -> list[str]:
     return lines or ["Every sampled hospital replied with a valid result in every round."]
 
 
+def _privacy_lines(config: dict[str, Any], rounds: list[dict[str, Any]]) -> list[str]:
+    if privacy_mode(rounds) is None:
+        return []
+    return [
+        "## Privacy",
+        "",
+        *privacy_intro(rounds, config),
+        "",
+        *_table(["hospital", "rounds trained", "final ε", "δ"], final_rows(rounds)),
+        "",
+    ]
+
+
+def _privacy_plot(config: dict[str, Any], rounds: list[dict[str, Any]], plots: Path) -> Path:
+    target = config.get("dp-epsilon")
+    numbers = [r["round"] for r in rounds]
+    if privacy_mode(rounds) == "hospital":
+        federation = [(r.get("privacy") or {}).get("epsilon") for r in rounds]
+        series = {"federation (hospital-level DP)": federation}
+    else:
+        series = hospital_epsilons(rounds)
+    return plot_privacy(
+        series,
+        numbers,
+        float(target) if isinstance(target, int | float) else None,
+        "target dp-epsilon",
+        plots / "privacy.png",
+    )
+
+
 def write_report(run_dir: Path) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for the run in ``run_dir``; return the report."""
     config, metrics = read_run(run_dir)
@@ -160,6 +197,8 @@ def write_report(run_dir: Path) -> Path:
             ("Each hospital per round", plot_hospitals(rounds, plots / "hospitals.png")),
             ("Participation per round", plot_participation(rounds, plots / "participation.png")),
         ]
+        if privacy_mode(rounds) is not None:
+            images.append(("Privacy loss ε per round", _privacy_plot(config, rounds, plots)))
         central = rounds[-1].get("central")
         if central is not None:
             names = str(config.get("class-names", "")).split(",")
@@ -178,6 +217,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         *_final_lines(rounds),
         "",
+        *_privacy_lines(config, rounds),
         "## Plots",
         "",
         *[f"### {title}\n\n![{title}]({PLOTS_DIR}/{path.name})\n" for title, path in images],

@@ -148,3 +148,27 @@ def plot_confusion(matrix: list[list[int]], class_names: list[str], target: Path
     axis.set_title("central set: confusion matrix")
     fig.colorbar(image, ax=axis)
     return _save(fig, target)
+
+
+def plot_privacy(
+    series: dict[str, list[float | None]],
+    numbers: list[int],
+    target: float | None,
+    target_label: str,
+    target_path: Path,
+) -> Path:
+    """Cumulative ε per round: one line per ``series`` entry, the target dashed."""
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(7, 3.8))
+    for label, values in series.items():
+        points = [math.nan if value is None else value for value in values]
+        axis.plot(numbers, points, "o-", label=label)
+    if target is not None:
+        axis.axhline(target, color="#e76f51", linestyle="--", label=target_label)
+    axis.set_title("cumulative privacy loss ε per round")
+    axis.set_ylabel("ε")
+    _round_axis(axis)
+    axis.set_ylim(bottom=0)
+    if series or target is not None:
+        axis.legend(fontsize="small")
+    return _save(fig, target_path)

@@ -53,6 +53,14 @@ CONTRACT_SETTINGS = (
     "min-examples",
     "holdout-fraction",
 )
+PRIVACY_SETTINGS = (
+    "dp",
+    "dp-epsilon",
+    "dp-delta",
+    "dp-clip-norm",
+    "dp-noise-multiplier",
+    "max-epsilon",
+)
 RUN_SETTINGS = ("seed", "central-eval-path", "checkpoints-keep", "resume")
 SIMULATION_SETTINGS = (
     "dataset",
@@ -66,12 +74,16 @@ NOT_REPORTED = "not reported"
 
 
 def coordinator_settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """(key, value) of every setting the coordinator decided for this run, in a fixed order."""
+    """(key, value) of every setting the coordinator decided for this run, in a fixed order.
+
+    The DP settings appear when the run used DP (``dp`` other than 'off').
+    """
     keys = [
         *FEDERATION_SETTINGS,
         *STRATEGY_SETTINGS.get(str(config.get("strategy")), ()),
         *LOCAL_TRAINING_SETTINGS,
         *CONTRACT_SETTINGS,
+        *(PRIVACY_SETTINGS if config.get("dp", "off") != "off" else ()),
         *RUN_SETTINGS,
     ]
     return [(key, config[key]) for key in keys if key in config]

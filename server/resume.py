@@ -25,13 +25,15 @@ from server.checkpoint import (
     scan_checkpoints,
     set_aside,
 )
+from server.privacy import restore_privacy_state
 from server.run_dir import METRICS_FILE, RunDirectory
 
 
 def resume(
     run_dir: RunDirectory, config: AppConfig, strategy: Strategy, arrays: ArrayRecord
 ) -> tuple[ArrayRecord, int]:
-    """The global arrays and first round to run; restores strategy, history and RNG."""
+    """The global arrays and first round to run; restores strategy, DP accountant,
+    history and RNG."""
     folder = run_dir.path / CHECKPOINT_DIR
     for stale in folder.glob(".round-*"):
         stale.unlink(missing_ok=True)  # temporaries of a write that was killed
@@ -48,6 +50,7 @@ def resume(
     path, checkpoint = scan.newest
     check_fit(path, checkpoint, config, arrays)
     restore_strategy_state(strategy, checkpoint.strategy_state)
+    restore_privacy_state(strategy, checkpoint.privacy, str(path))
     restore_rng_state(checkpoint.rng)
     for unreadable, why in scan.unreadable:
         set_aside(unreadable, why)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -65,9 +66,16 @@ STRATEGIES: dict[str, StrategyFactory] = {
 }
 
 
-def _sampling(fed: FederationConfig) -> dict[str, Any]:
+# Hospital-level DP: Flower's accountant needs every round to sample exactly
+# `num_sampled_clients` (= `min-train-nodes`) hospitals. FedAvg samples
+# max(int(connected · fraction_train), min_train_nodes); with the smallest positive
+# fraction the first term is 0 for any federation, so the sample is `min-train-nodes`.
+FIXED_SAMPLE_FRACTION = sys.float_info.min
+
+
+def _sampling(fed: FederationConfig, fixed_sample: bool) -> dict[str, Any]:
     return {
-        "fraction_train": fed.fraction_train,
+        "fraction_train": FIXED_SAMPLE_FRACTION if fixed_sample else fed.fraction_train,
         "fraction_evaluate": fed.fraction_evaluate,
         "min_train_nodes": fed.min_train_nodes,
         "min_evaluate_nodes": fed.min_evaluate_nodes,
@@ -76,10 +84,15 @@ def _sampling(fed: FederationConfig) -> dict[str, Any]:
 
 
 def build_strategy(config: AppConfig) -> Strategy:
-    """The Flower strategy named by ``strategy``, with its options from the run config."""
+    """The Flower strategy named by ``strategy``, with its options from the run config.
+
+    Under hospital-level DP (``dp`` = 'hospital') each round trains exactly
+    ``min-train-nodes`` hospitals sampled from those connected; ``fraction-train`` does
+    not apply (the DP wrapper itself is added by :func:`server.privacy.with_hospital_dp`).
+    """
     name = config.federation.strategy
     return STRATEGIES[name](
-        **_sampling(config.federation),
+        **_sampling(config.federation, fixed_sample=config.privacy.dp == "hospital"),
         **_specific_options(config)[name],
         train_metrics_aggr_fn=weighted_mean_ignoring_nan,
         evaluate_metrics_aggr_fn=weighted_mean_ignoring_nan,

@@ -6,7 +6,8 @@ every reply that breaks the message contract (:func:`common.contract.reply_viola
 record names, array names / shapes / dtypes, exact metric keys, scalar metrics, a
 positive ``num-examples``, the ``site`` record) and, for training, every update that
 holds NaN or Inf or — when ``max_update_norm`` > 0 — moves the model farther than that
-(L2 norm over all arrays). So no reply can make Flower's aggregation or its
+(L2 norm over all arrays), or — under hospital-level DP — farther than ``dp-clip-norm``
+(the hospital did not clip it). So no reply can make Flower's aggregation or its
 ``validate_message_reply_consistency`` raise. Each rejection is kept, with a readable
 reason, in :meth:`ValidatingStrategy.rejected` for the round loop to record and log.
 """
@@ -41,10 +42,30 @@ def update_norm(update: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return math.sqrt(total)
 
 
+CLIP_RELATIVE_SLACK = 1e-6
+
+
+def clip_limit(update: list[np.ndarray], clip_norm: float) -> float:
+    """The largest norm a clipped update may show: ``clip_norm`` plus its float rounding.
+
+    A hospital clips ``new - old`` and sends ``old + clipped`` in the model's dtype; adding
+    rounds each weight by at most one unit in the last place of the sent value, and the
+    subtraction and scaling round by a relative 2^-23 or less.
+    """
+    spacing = math.sqrt(
+        sum(float(np.sum(np.spacing(np.abs(a)).astype(np.float64) ** 2)) for a in update)
+    )
+    return clip_norm * (1.0 + CLIP_RELATIVE_SLACK) + spacing
+
+
 def update_problem(
-    arrays: ArrayRecord, reference: ArrayRecord, max_update_norm: float
+    arrays: ArrayRecord, reference: ArrayRecord, max_update_norm: float, clip_norm: float = 0.0
 ) -> str | None:
-    """Why an update laid out like ``reference`` may not be aggregated (None when it may)."""
+    """Why an update laid out like ``reference`` may not be aggregated (None when it may).
+
+    ``clip_norm`` > 0 (hospital-level DP): the hospital must have clipped its update to it,
+    else the noise would not cover what its update reveals.
+    """
     update: list[np.ndarray] = []
     for name, array in arrays.items():
         try:
@@ -54,25 +75,38 @@ def update_problem(
         if not np.all(np.isfinite(values)):
             return f"array `{name}` contains NaN or Inf"
         update.append(values)
-    if max_update_norm > 0.0:
-        norm = update_norm(update, reference.to_numpy_ndarrays())
-        if norm > max_update_norm:
-            return f"update norm {norm:.4g} exceeds `max-update-norm` {max_update_norm:g}"
+    if max_update_norm <= 0.0 and clip_norm <= 0.0:
+        return None
+    norm = update_norm(update, reference.to_numpy_ndarrays())
+    if max_update_norm > 0.0 and norm > max_update_norm:
+        return f"update norm {norm:.4g} exceeds `max-update-norm` {max_update_norm:g}"
+    if clip_norm > 0.0 and norm > clip_limit(update, clip_norm):
+        return (
+            f"update norm {norm:.4g} exceeds `dp-clip-norm` {clip_norm:g} (hospital-level DP "
+            "needs every hospital to clip its update: Flower's fixedclipping_mod)"
+        )
     return None
 
 
 def reply_problem(
-    message_type: str, content: RecordDict, reference: ArrayRecord, max_update_norm: float
+    message_type: str,
+    content: RecordDict,
+    reference: ArrayRecord,
+    max_update_norm: float,
+    dp: str = "off",
+    clip_norm: float = 0.0,
 ) -> str | None:
     """Why a ``message_type`` reply may not reach the strategy (None when it may).
 
     ``reference`` is the model the request carried; a train reply's arrays must match it.
+    ``dp`` is the run's DP mode (record-level DP replies carry ``epsilon``).
     """
-    problems = reply_violations(message_type, content, reference)
+    problems = reply_violations(message_type, content, reference, dp=dp)
     if problems:
         return "; ".join(problems)
     if message_type == MessageType.TRAIN:
-        return update_problem(content.array_records[ARRAYS_KEY], reference, max_update_norm)
+        arrays = content.array_records[ARRAYS_KEY]
+        return update_problem(arrays, reference, max_update_norm, clip_norm)
     return None
 
 
@@ -99,17 +133,30 @@ def keep_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
 class ValidatingStrategy(Strategy):
     """Wrap ``strategy`` so only valid train and evaluate replies reach it.
 
+    ``dp`` is the run's DP mode (the contract of a record-level DP train reply differs);
+    ``clip_norm`` > 0 rejects updates a hospital did not clip to it (hospital-level DP).
+
     Error replies pass through (the wrapped strategy logs and skips them). When fewer
     than ``min_valid_replies`` valid training replies remain, nothing is aggregated (the
     wrapped strategy's state is left untouched) and ``aggregate_train`` returns
     ``(None, None)``. The aggregate keeps the global model's dtypes (:func:`keep_dtypes`).
     """
 
-    def __init__(self, strategy: Strategy, max_update_norm: float, min_valid_replies: int) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        max_update_norm: float,
+        min_valid_replies: int,
+        *,
+        dp: str = "off",
+        clip_norm: float = 0.0,
+    ) -> None:
         super().__init__()
         self.strategy = strategy
         self.max_update_norm = max_update_norm
         self.min_valid_replies = min_valid_replies
+        self.dp = dp
+        self.clip_norm = clip_norm
         self.current_arrays = ArrayRecord()
         self._rejected: dict[tuple[int, str], dict[int, str]] = {}
 
@@ -134,7 +181,12 @@ class ValidatingStrategy(Strategy):
                 kept.append(reply)
                 continue
             problem = reply_problem(
-                message_type, reply.content, self.current_arrays, self.max_update_norm
+                message_type,
+                reply.content,
+                self.current_arrays,
+                self.max_update_norm,
+                dp=self.dp,
+                clip_norm=self.clip_norm,
             )
             if problem is None:
                 kept.append(reply)

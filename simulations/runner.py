@@ -19,7 +19,8 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.serverapp import Grid, ServerApp
 
 from client.app import build_client_app
-from common.config import declared_defaults, parse_app_config, project_root, with_overrides
+from common.config import parse_app_config
+from common.manifest import declared_defaults, project_root, with_overrides
 from common.quiet import import_keras, quiet_ray
 from server.app import federate
 from simulations.hospitals import simulated_hospital
@@ -54,7 +55,7 @@ def simulation_apps(run_config: dict[str, Any], cwd: Path) -> tuple[ServerApp, C
         federate(grid, config, run_config, cwd)
 
     server_app.main()(main)
-    client_app = build_client_app(simulated_hospital, mods=[with_run_config(run_config)])
+    client_app = build_client_app(simulated_hospital, context_mods=[with_run_config(run_config)])
     return server_app, client_app
 
 

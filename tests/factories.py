@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from common.config import AppConfig, declared_defaults, parse_app_config, project_root
+from common.config import AppConfig, parse_app_config
 from common.data.schema import DataSpec
+from common.manifest import declared_defaults, project_root
 
 
 def run_config(**overrides: Any) -> dict[str, Any]:

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
+from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
 from common.errors import RunError
+from server.app import build_validating_strategy
 from server.checkpoint import (
     Checkpoint,
     check_fit,
@@ -30,6 +32,7 @@ from server.checkpoint import (
     set_aside,
     strategy_state,
 )
+from server.privacy import accountant_of, privacy_state, restore_privacy_state
 from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
 from tests.factories import app_config
@@ -297,6 +300,85 @@ def test_refuses_a_checkpoint_of_another_run(change: dict[str, Any], message: st
         check_fit(Path("ckpt.npz"), made, config, made.arrays)
 
     assert str(caught.value) == f"Cannot resume from ckpt.npz: {message}"
+
+
+HOSPITAL_DP: dict[str, Any] = {
+    "dp": "hospital", "dp_epsilon": 4.0, "dp_noise_multiplier": 1.5, "dp_clip_norm": 1.0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("made_with", "change", "message"),
+    [
+        ({}, {"dp": "record", "dp_epsilon": 3.0}, "it was made with `dp`='off', this run has `dp`='record'."),
+        (HOSPITAL_DP, {"dp": "off"}, "it was made with `dp`='hospital', this run has `dp`='off'."),
+        (HOSPITAL_DP, {"dp_noise_multiplier": 2.0}, "it was made with `dp-noise-multiplier`=1.5, this run has `dp-noise-multiplier`=2.0."),
+        (HOSPITAL_DP, {"dp_clip_norm": 0.5}, "it was made with `dp-clip-norm`=1.0, this run has `dp-clip-norm`=0.5."),
+        (HOSPITAL_DP, {"dp_delta": 1e-6}, "it was made with `dp-delta`=1e-05, this run has `dp-delta`=1e-06."),
+        (HOSPITAL_DP, {"dp_epsilon": 8.0}, "it was made with `dp-epsilon`=4.0, this run has `dp-epsilon`=8.0."),
+        # calibrated noise depends on the rounds: a longer run would use another mechanism
+        ({**HOSPITAL_DP, "dp_noise_multiplier": 0.0}, {"dp_noise_multiplier": 0.0, "num_server_rounds": 10},
+         "it was made with `dp-noise-multiplier`="),
+    ],
+)  # fmt: skip
+def test_refuses_a_checkpoint_made_under_other_dp_settings(
+    made_with: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    made = checkpoint(2, fit=fit_of(app_config(**made_with)))
+    config = app_config(**{**made_with, **change})
+
+    with pytest.raises(RunError) as caught:
+        check_fit(Path("ckpt.npz"), made, config, made.arrays)
+
+    assert str(caught.value).startswith(f"Cannot resume from ckpt.npz: {message}")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_from_before_dp_fits_a_run_without_dp() -> None:
+    legacy_fit = {k: v for k, v in fit_of(app_config()).items() if k != "dp"}
+    made = checkpoint(2, fit=legacy_fit)
+
+    check_fit(Path("ckpt.npz"), made, app_config(), made.arrays)  # no refusal
+
+    with pytest.raises(RunError):
+        check_fit(Path("ckpt.npz"), made, app_config(dp="record", dp_epsilon=3.0), made.arrays)
+
+
+def test_the_privacy_accountant_survives_a_checkpoint(tmp_path: Path) -> None:
+    config = app_config(**HOSPITAL_DP)
+    strategy = build_validating_strategy(config)
+    accountant = accountant_of(strategy)
+    assert accountant is not None
+    accountant.compose(GaussianPrivacyEvent(1.5, 2, 2), 3)
+    path = save_checkpoint(tmp_path, checkpoint(3, privacy=privacy_state(strategy)), 1)
+    fresh = build_validating_strategy(config)
+
+    restore_privacy_state(fresh, read_checkpoint(path).privacy, str(path))
+
+    restored = accountant_of(fresh)
+    assert restored is not None
+    assert restored.state_dict() == accountant.state_dict()
+    assert restored.get_epsilon(1e-5) == accountant.get_epsilon(1e-5)
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (None, "Cannot resume from ckpt.npz: it holds no privacy accountant, so the ε this run "
+               "already spent would be forgotten."),
+        ({"schema_version": 99}, "Cannot resume from ckpt.npz: its privacy accountant does not "
+                                 "fit this run (Unsupported accountant state schema version: 99.)"),
+    ],
+)  # fmt: skip
+def test_resume_refuses_a_missing_or_foreign_accountant(
+    state: dict[str, Any] | None, message: str
+) -> None:
+    strategy = build_validating_strategy(app_config(**HOSPITAL_DP))
+
+    with pytest.raises(RunError) as caught:
+        restore_privacy_state(strategy, state, "ckpt.npz")
+
+    assert str(caught.value) == message
 
 
 def test_refuses_weights_that_do_not_fit_the_model() -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from cli.boundary import failure_line, run_reporting_failures
 from cli.main import main
-from common.config import project_root
 from common.errors import ConfigError
+from common.manifest import project_root
 from simulations.__main__ import main as simulations_main
 from simulations.__main__ import run_config_overrides
 

@@ -4,14 +4,8 @@ from typing import Any
 
 import pytest
 
-from common.config import (
-    SYNTHETIC_MIN_IMAGE_SIZE,
-    declared_defaults,
-    parse_app_config,
-    parse_train_config,
-    project_root,
-    with_overrides,
-)
+from common.config import SYNTHETIC_MIN_IMAGE_SIZE, parse_app_config, parse_train_config
+from common.manifest import declared_defaults, project_root, with_overrides
 from common.data.schema import DataSpec
 from common.data.synthetic import synthetic_site
 from common.errors import ConfigError
@@ -57,6 +51,11 @@ def test_declared_defaults_parse() -> None:
         ("max-update-norm", -1.0, "Invalid value for `max-update-norm`. Expected a number ≥ 0.0. Received: -1.0"),
         ("checkpoints-keep", 0, "Invalid value for `checkpoints-keep`. Expected an integer ≥ 1. Received: 0"),
         ("central-eval-path", 3, "Invalid value for `central-eval-path`. Expected a string. Received: 3"),
+        ("dp", "local", "Invalid value for `dp`. Expected one of 'off', 'record', 'hospital'. Received: 'local'"),
+        ("dp-delta", 1.0, "Invalid value for `dp-delta`. Expected a number > 0.0 and < 1.0. Received: 1.0"),
+        ("dp-clip-norm", 0.0, "Invalid value for `dp-clip-norm`. Expected a number > 0.0. Received: 0.0"),
+        ("dp-noise-multiplier", -1.0, "Invalid value for `dp-noise-multiplier`. Expected a number ≥ 0.0. Received: -1.0"),
+        ("max-epsilon", -1.0, "Invalid value for `max-epsilon`. Expected a number ≥ 0.0. Received: -1.0"),
     ],
 )  # fmt: skip
 def test_invalid_value_names_key_expected_and_received(key: str, value: Any, message: str) -> None:
@@ -111,17 +110,45 @@ def test_train_config_from_message_values() -> None:
 
 def test_every_declared_key_is_read() -> None:
     """A key declared in pyproject but read by no model would be a dead setting."""
-    from common.config import AppConfig, DataConfig, FederationConfig, TrainConfig
+    from common.config import (
+        AppConfig,
+        DataConfig,
+        FederationConfig,
+        PrivacySettings,
+        TrainConfig,
+    )
 
     read = {"model", "seed"} | {
         name.replace("_", "-")
-        for section in (FederationConfig, TrainConfig, DataConfig)
+        for section in (FederationConfig, TrainConfig, DataConfig, PrivacySettings)
         for name in section.model_fields
     }
     declared = set(declared_defaults(project_root() / "pyproject.toml"))
 
     assert declared == read
-    assert set(AppConfig.model_fields) == {"federation", "train", "data", "model", "seed"}
+    assert set(AppConfig.model_fields) == {
+        "federation",
+        "train",
+        "data",
+        "privacy",
+        "model",
+        "seed",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dp": "record", "dp-epsilon": 0.0}, "Invalid value for `dp-epsilon`. Expected a number > 0 when `dp` is 'record' (the target ε of the whole run). Received: 0.0"),
+        ({"dp": "hospital", "strategy": "fedadam"}, "Invalid value for `strategy`. Expected one of 'fedavg', 'fedprox' when `dp` is 'hospital' (Flower's accountant needs FedAvg's uniform aggregation). Received: 'fedadam'"),
+        ({"dp": "hospital", "strategy": "krum"}, "Invalid value for `strategy`. Expected one of 'fedavg', 'fedprox' when `dp` is 'hospital' (Flower's accountant needs FedAvg's uniform aggregation). Received: 'krum'"),
+    ],
+)  # fmt: skip
+def test_unsupported_dp_combinations_are_one_line(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_app_config({**run_config(), **overrides})
+
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(

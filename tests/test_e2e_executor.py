@@ -23,7 +23,7 @@ import pytest
 from cli.main import main
 from client.approval import NOT_APPROVED
 from client.executor import REFUSED_PREFIX
-from common.config import project_root
+from common.manifest import project_root
 from deployment.deploy_cli import _site_data
 from deployment.deploy_local import (
     CONNECTION,

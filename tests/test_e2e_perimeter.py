@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from client.keys import generate_site_key
-from common.config import project_root
 from common.data.folder import write_image_folder
 from common.data.synthetic import synthetic_site
+from common.manifest import project_root
 from deployment.deploy_local import (
     CONNECTION,
     LocalFederation,

@@ -14,10 +14,9 @@ from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 
 from common.config import parse_app_config
 from common.errors import ConfigError, RunError
-from server.app import federate, run
-from server.loop import run_round, short_reason
+from server.app import build_validating_strategy, federate, run
+from server.loop import round_summary, run_round, short_reason
 from server.records import SiteBook
-from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
 from tests.factories import app_config, run_config
 from tests.fake_grid import FakeGrid, answers
@@ -63,10 +62,19 @@ def silent(request: Message) -> None:
 
 def strategy_for(**overrides: Any) -> tuple[ValidatingStrategy, Any]:
     config = app_config(**overrides)
-    fed = config.federation
-    return ValidatingStrategy(
-        build_strategy(config), fed.max_update_norm, fed.min_train_nodes
-    ), config
+    return build_validating_strategy(config), config
+
+
+def spends(epsilon: float, offset: float = 1.0, nan: bool = False) -> Any:
+    """A hospital under record-level DP: its train reply also carries its cumulative ε."""
+
+    def behaviour(request: Message) -> Message:
+        reply = (sends_nan if nan else answers(offset))(request)
+        if request.metadata.message_type == "train":
+            reply.content.metric_records["metrics"]["epsilon"] = epsilon
+        return reply
+
+    return behaviour
 
 
 def start() -> ArrayRecord:
@@ -158,6 +166,66 @@ def test_too_few_valid_updates_stop_the_run(server_round: int, remains: str) -> 
         f"(1 failed, 0 timed out, 1 rejected); `min-train-nodes` is 2. Why: node-2 failed: "
         f"ValueError: bad data; site-3 rejected: array `0` contains NaN or Inf. {remains}"
     )
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_record_level_dp_rounds_keep_each_hospitals_epsilon() -> None:
+    grid = FakeGrid(
+        {1: spends(0.75), 2: spends(1.25, offset=3.0), 3: spends(9.0, nan=True), 4: crashes}
+    )
+    strategy, config = strategy_for(
+        min_train_nodes=2, min_available_nodes=4, dp="record", dp_epsilon=3.0
+    )
+
+    record = run_round(grid, strategy, start(), 1, config).record
+
+    assert record["privacy"] == {"mode": "record", "delta": 1e-5, "epsilon": 1.25}
+    assert record["train"] == {"loss": 0.5, "accuracy": 0.75}  # no mean of ε
+    nodes = record["nodes"]["train"]
+    assert [nodes[n]["metrics"]["epsilon"] for n in ("1", "2")] == [0.75, 1.25]
+    assert nodes["3"]["status"] == "rejected"  # its ε 9.0 is not the federation's
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_run_without_dp_records_no_privacy() -> None:
+    grid = FakeGrid({1: answers(1.0), 2: answers(2.0)})
+    strategy, config = strategy_for()
+
+    record = run_round(grid, strategy, start(), 1, config).record
+
+    assert "privacy" not in record
+
+
+SUMMARY_RECORD: dict[str, Any] = {
+    "round": 2, "seconds": 1.25,
+    "participation": {"sampled": 3, "ok": 2, "failed": 1, "timeout": 0, "rejected": 0},
+    "train": {"loss": 0.5, "accuracy": 0.75},
+    "evaluate": {"loss": 0.25, "accuracy": 0.5, "auc": 0.625, "sensitivity": 0.5,
+                 "specificity": 0.5},
+}  # fmt: skip
+SUMMARY = (
+    "[fedclinic] round 2/5 (1.2 s, 2/3 hospitals trained, 1 failed, 0 timed out, 0 rejected) "
+    "| train: loss 0.5000 accuracy 0.7500 | evaluate: loss 0.2500 accuracy 0.5000 auc 0.6250 "
+    "sensitivity 0.5000 specificity 0.5000"
+)
+
+
+@pytest.mark.parametrize(
+    ("privacy", "expected"),
+    [
+        (None, SUMMARY),
+        ({"mode": "record", "delta": 1e-5, "epsilon": 2.3125}, SUMMARY + " | ε 2.31 (δ 1e-05)"),
+        ({"mode": "hospital", "delta": 1e-6, "epsilon": 0.5, "noise_multiplier": 3.0},
+         SUMMARY + " | ε 0.50 (δ 1e-06)"),
+        ({"mode": "record", "delta": 1e-5, "epsilon": None}, SUMMARY + " | ε n/a (δ 1e-05)"),
+    ],
+)  # fmt: skip
+def test_round_summary_shows_epsilon_when_dp_is_on(
+    privacy: dict[str, Any] | None, expected: str
+) -> None:
+    record = SUMMARY_RECORD if privacy is None else {**SUMMARY_RECORD, "privacy": privacy}
+
+    assert round_summary(record, 5) == expected
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from cli.main import main
 from server.records import PHASES
 from server.report import write_report
 from server.report_plots import hospitals_by_name
+from server.report_privacy import final_rows, hospital_epsilons
 from tests.factories import run_config
 
 # Flower node ids are 20-digit numbers; the report must show names instead.
@@ -196,3 +197,107 @@ def test_plots_order_and_label_hospitals_by_name() -> None:
     assert hospitals_by_name(rounds, PHASES) == [
         (ONE, "hospital-1"), (TWO, "hospital-2"), (THREE, "hospital-10"),
     ]  # fmt: skip
+
+
+def dp_run_dir(tmp_path: Path, mode: str) -> Path:
+    """Two rounds under DP: hospital-10 trains only in round 2 (it failed in round 1)."""
+    rounds = [round_record(1, central=False), round_record(2, central=False)]
+    spent = {ONE: (0.5, 1.25), TWO: (0.75, 1.5), THREE: (None, 2.0)}
+    for number, record in enumerate(rounds):
+        nodes = record["nodes"]["train"]
+        if number == 1:
+            nodes[THREE] = node("ok", "hospital-10", loss=0.4)
+        if mode == "record":
+            for key, values in spent.items():
+                if values[number] is not None:
+                    nodes[key]["metrics"]["epsilon"] = values[number]
+        federation = {"record": (0.75, 2.0), "hospital": (0.9, 1.6)}[mode][number]
+        record["privacy"] = {"mode": mode, "delta": 1e-5, "epsilon": federation}
+        if mode == "hospital":
+            record["privacy"]["noise_multiplier"] = 1.1
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"rounds": rounds, "outcome": {"status": "completed"}})
+    )
+    config = run_config(num_server_rounds=2, dp=mode, dp_epsilon=3.0)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("mode", "rows", "summary"),
+    [
+        ("record",
+         ["| hospital-1 | 2 | 1.250 | 1e-05 |", "| hospital-2 | 2 | 1.500 | 1e-05 |",
+          "| hospital-10 | 1 | 2.000 | 1e-05 |"],
+         "Mode: record-level DP (each patient's record; every hospital accounts its own ε). "
+         "Target ε for the whole run (`dp-epsilon`): 3. ε after the last recorded round (the "
+         "most-spent hospital): 2.000."),
+        ("hospital",
+         ["| hospital-1 | 2 | 1.600 | 1e-05 |", "| hospital-2 | 2 | 1.600 | 1e-05 |",
+          "| hospital-10 | 1 | 1.600 | 1e-05 |"],
+         "Mode: hospital-level DP (each hospital's participation; one ε for the federation). "
+         "Target ε for the whole run (`dp-epsilon`): 3. ε after the last recorded round (the "
+         "federation): 1.600."),
+    ],
+)  # fmt: skip
+def test_a_dp_run_reports_each_hospitals_final_epsilon(
+    tmp_path: Path, mode: str, rows: list[str], summary: str
+) -> None:
+    directory = dp_run_dir(tmp_path, mode)
+
+    text = write_report(directory).read_text()
+
+    assert section(text, "Privacy") == [
+        summary,
+        "",
+        "| hospital | rounds trained | final ε | δ |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    assert "![Privacy loss ε per round](plots/privacy.png)" in text
+    assert_real_png(directory / "plots" / "privacy.png")
+    settings = "\n".join(section(text, "Coordinator settings"))
+    assert f"| `dp` | `{mode!r}` |" in settings
+    assert "| `dp-epsilon` | `3.0` |" in settings
+
+
+def test_per_hospital_epsilon_series_follow_what_each_reported(tmp_path: Path) -> None:
+    rounds = json.loads((dp_run_dir(tmp_path, "record") / "metrics.json").read_text())["rounds"]
+
+    series = hospital_epsilons(rounds)
+
+    assert series == {
+        "hospital-1": [0.5, 1.25],
+        "hospital-2": [0.75, 1.5],
+        "hospital-10": [None, 2.0],
+    }
+
+
+def test_a_run_without_dp_has_no_privacy_section(tmp_path: Path) -> None:
+    directory = run_dir(tmp_path, central=False, outcome={"status": "completed"})
+
+    text = write_report(directory).read_text()
+
+    assert "## Privacy" not in text
+    assert not (directory / "plots" / "privacy.png").exists()
+    assert "`dp`" not in text
+
+
+def test_a_resumed_run_keeps_one_row_per_hospital(tmp_path: Path) -> None:
+    """A resumed simulation gives hospitals new node ids; the table follows their names."""
+    rounds = json.loads((dp_run_dir(tmp_path, "record") / "metrics.json").read_text())["rounds"]
+    renamed = {ONE: "98765432109876543211", TWO: "98765432109876543212"}
+    resumed = json.loads(json.dumps(rounds[1]))
+    resumed["round"] = 3
+    for phase in ("train", "evaluate"):
+        nodes = resumed["nodes"][phase]
+        resumed["nodes"][phase] = {renamed.get(key, key): value for key, value in nodes.items()}
+    resumed["nodes"]["train"][renamed[ONE]]["metrics"]["epsilon"] = 1.75
+
+    rows = final_rows([*rounds, resumed])
+
+    assert rows == [
+        ["hospital-1", "3", "1.750", "1e-05"],
+        ["hospital-2", "3", "1.500", "1e-05"],
+        ["hospital-10", "2", "2.000", "1e-05"],
+    ]

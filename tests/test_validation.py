@@ -144,6 +144,61 @@ EVALUATE_CASES = [
 ]  # fmt: skip
 
 
+# (message type, reply, dp mode, expected): record-level DP adds the hospital's ε to a
+# train reply's metrics, and only there; hospital-level DP keeps the plain contract.
+DP_CASES = [
+    (TRAIN, train_reply(epsilon=1.25), "record", None),
+    (TRAIN, train_reply(), "record", "record `metrics` keys: missing `epsilon`"),
+    (TRAIN, train_reply(epsilon=[1.0]), "record", "metric `epsilon` is not a scalar number"),
+    (TRAIN, train_reply(epsilon=1.25), "off", "record `metrics` keys: unexpected `epsilon`"),
+    (TRAIN, train_reply(epsilon=1.25), "hospital", "record `metrics` keys: unexpected `epsilon`"),
+    (TRAIN, train_reply(), "hospital", None),
+    (EVALUATE, evaluate_reply(), "record", None),
+    (EVALUATE, evaluate_reply(epsilon=1.25), "record", "record `metrics` keys: unexpected `epsilon`"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("message_type", "content", "dp", "expected"), DP_CASES)
+def test_reply_problem_under_dp(
+    message_type: str, content: RecordDict, dp: str, expected: str | None
+) -> None:
+    reference = ArrayRecord(model_arrays())
+
+    assert reply_problem(message_type, content, reference, 0.0, dp=dp) == expected
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_the_wrapper_checks_replies_against_the_runs_dp_mode() -> None:
+    inner = Recorder()
+    strategy = ValidatingStrategy(inner, max_update_norm=0.0, min_valid_replies=1, dp="record")
+    strategy.current_arrays = ArrayRecord(model_arrays())
+    replies = [reply(1, train_reply(epsilon=0.5)), reply(2, train_reply())]
+
+    strategy.aggregate_train(1, replies)
+
+    assert inner.received == [1]
+    assert strategy.rejected(1, TRAIN) == {2: "record `metrics` keys: missing `epsilon`"}
+
+
+@pytest.mark.parametrize(
+    ("update", "clip_norm", "expected"),
+    [
+        (shifted(1.0), 3.0, None),  # norm 3: exactly clipped
+        (shifted(1.0 + 1e-7), 3.0, None),  # float32 rounding of a clipped update
+        (shifted(1.01), 3.0,
+         "update norm 3.03 exceeds `dp-clip-norm` 3 (hospital-level DP needs every hospital "
+         "to clip its update: Flower's fixedclipping_mod)"),
+        (shifted(100.0), 0.0, None),  # 0 = not hospital-level DP
+    ],
+)  # fmt: skip
+def test_hospital_dp_rejects_unclipped_updates(
+    update: list[np.ndarray], clip_norm: float, expected: str | None
+) -> None:
+    reference = ArrayRecord(model_arrays())
+
+    assert update_problem(ArrayRecord(update), reference, 0.0, clip_norm) == expected
+
+
 @pytest.mark.parametrize(("content", "expected"), TRAIN_CASES)
 def test_train_reply_problem(content: RecordDict, expected: str | None) -> None:
     assert reply_problem(TRAIN, content, ArrayRecord(model_arrays()), 0.0) == expected
