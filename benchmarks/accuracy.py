@@ -13,8 +13,9 @@ batch size and learning rate everywhere:
     run is evaluated here.
 
 Every model is scored on the file's official ``test`` split (never seen in training):
-AUC of class 1 and accuracy of the arg-max, beside the published MedMNIST v2 result
-(PneumoniaMNIST, ResNet-18 at 28 px: AUC 0.944, ACC 0.854).
+AUC of class 1 (with more classes the macro one-vs-rest AUC) and accuracy of the arg-max,
+beside the published MedMNIST v2 result (PneumoniaMNIST, ResNet-18 at 28 px: AUC 0.944,
+ACC 0.854).
 
 Example: ``python -m benchmarks.accuracy --rounds 20 --local-epochs 1 --out accuracy.json``
 """
@@ -109,11 +110,14 @@ def baselines(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, 
     initial = build_model(config.model, spec).get_weights()
     trainer = LocalTrainer(build_model(config.model, spec))
     epochs = args.rounds * args.local_epochs
-    train_config = TrainConfig(
-        local_epochs=epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        proximal_mu=0.0,
+    train_config = TrainConfig.model_validate(
+        {
+            **config.train.model_dump(),  # the run's other training settings
+            "local_epochs": epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "proximal_mu": 0.0,
+        }
     )
     started = time.monotonic()
     result = trainer.fit(initial, pooled.train, train_config, seed=config.seed)

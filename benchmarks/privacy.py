@@ -14,7 +14,7 @@ on the file's official ``test`` split:
 
 ``step_cost_ratio`` is the DP-SGD step time over the plain step time (benchmarks/_dp_step.py).
 
-Defaults: ``cnn-small``, Adam learning rate 0.003 (see ``parse_args`` for why).
+Defaults: ``cnn-small``, 3 local epochs, Adam learning rate 0.003 (``parse_args`` says why).
 
 Example: ``python -m benchmarks.privacy --out privacy.json`` (``--modes record --epsilons 8``
 runs a slice).
@@ -65,7 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-cost-steps", type=int, default=20)
     # DP-SGD's noise grows with the number of weights: `cnn` (303k) does not learn under
     # DP here (ε = 8: test AUC 0.49), `cnn-small` (44k) does; Adam needs a larger step.
-    parser.set_defaults(model="cnn-small")
+    # One local epoch per round leaves DP models at chance-level accuracy (ε = 8: AUC 0.877,
+    # ACC 0.625); three, the project's default, reached AUC 0.919, ACC 0.790.
+    parser.set_defaults(model="cnn-small", local_epochs=3)
     return parser.parse_args(argv)
 
 

@@ -140,7 +140,8 @@ def plan_round(
     config: AppConfig, train: TrainConfig, num_examples: int, calibrate: Calibrate
 ) -> RoundPlan:
     """The mechanism of this round; under ``record`` the noise is calibrated (cached by
-    ``calibrate``) for a hospital of ``num_examples`` training every round."""
+    ``calibrate``) for a hospital of ``num_examples`` training every round. A round is
+    ``local-steps`` DP-SGD steps when that is > 0, else :func:`local_steps` of the epochs."""
     privacy = config.privacy
     if privacy.dp != "record":
         return RoundPlan(
@@ -148,7 +149,7 @@ def plan_round(
         )
     check_record_level(num_examples, privacy.dp_delta)
     batch = sample_size(num_examples, train.batch_size)
-    steps = local_steps(num_examples, batch, train.local_epochs)
+    steps = train.local_steps or local_steps(num_examples, batch, train.local_epochs)
     noise = privacy.dp_noise_multiplier or calibrate(
         privacy.dp_epsilon,
         privacy.dp_delta,

@@ -1,11 +1,17 @@
 """Local training and evaluation of one Keras model, built and traced once per process.
 
-A :class:`LocalTrainer` owns the model, an Adam optimizer and two ``tf.function`` graphs
-(one train step, one forward pass) with fixed input signatures, so a hospital running
-many rounds — or a simulation process serving many hospitals — never rebuilds, recompiles
-or retraces. Everything that changes per round (global weights, learning rate, FedProx's
-mu and its anchor weights, optimizer state) lives in variables that are assigned, not
+A :class:`LocalTrainer` owns the model, its local optimizers (Adam and SGD with momentum,
+client/optimizers.py), the augmentation of training batches (client/augment.py) and two
+``tf.function`` graphs (one train step, one forward pass) with fixed input signatures, so a
+hospital running many rounds — or a simulation process serving many hospitals — never
+rebuilds, recompiles or retraces. Everything that changes per round (global weights, the
+optimizer, its learning rate and momentum, FedProx's mu and its anchor weights, optimizer
+state, augmentation magnitudes and randomness) lives in variables that are assigned, not
 re-created.
+
+A round is ``local-steps`` optimizer steps when that is > 0 (batches continue through
+reshuffled epochs, so hospitals of 15 and 2,000 images do the same work), else
+``local-epochs`` passes over the data.
 
 With a :class:`~client.dp_sgd.RecordDP` a round is record-level DP-SGD instead
 (client/dp_sgd.py): a second traced step takes each Poisson sample, whose size varies, and
@@ -15,12 +21,14 @@ its clip norm, noise multiplier and expected batch size are variables too.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from client.augment import Augmenter, round_state
 from client.dp_sgd import (
     RecordDP,
     clipped_sum,
@@ -29,6 +37,7 @@ from client.dp_sgd import (
     poisson_sample,
     round_randomness,
 )
+from client.optimizers import LocalOptimizers
 from common.config import TrainConfig
 from common.data.schema import Split
 from common.errors import ConfigError, invalid_value
@@ -46,12 +55,12 @@ class FitResult:
 
 
 class LocalTrainer:
-    """Trains one model with a FedProx-capable step; ``proximal_mu = 0`` is plain SGD-Adam."""
+    """Trains one model with a FedProx-capable step; ``proximal_mu = 0`` is plain training."""
 
     def __init__(self, model: keras.Model) -> None:
         self.model = model
-        self.optimizer = keras.optimizers.Adam(learning_rate=1e-3)
-        self.optimizer.build(model.trainable_variables)
+        self.optimizers = LocalOptimizers(model.trainable_variables)
+        self.augment = Augmenter()
         self._anchors = [
             tf.Variable(tf.zeros_like(v), trainable=False) for v in model.trainable_variables
         ]
@@ -74,6 +83,7 @@ class LocalTrainer:
     def _step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         self.traces += 1  # runs only while tracing: counts (re)traces
         count = tf.cast(tf.shape(labels)[0], tf.float32)
+        images = self.augment(images)
         with tf.GradientTape() as tape:
             probabilities = self.model(images, training=True)
             data_loss = self._loss(labels, probabilities)
@@ -85,7 +95,7 @@ class LocalTrainer:
             )
             objective = data_loss / count + 0.5 * self._mu * proximal
         grads = tape.gradient(objective, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+        self.optimizers.apply(grads, self.model.trainable_variables)
         correct = tf.reduce_sum(
             tf.cast(tf.equal(tf.argmax(probabilities, axis=1), labels), tf.float32)
         )
@@ -94,6 +104,7 @@ class LocalTrainer:
     def _dp_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One DP-SGD step on a non-empty Poisson sample of any size."""
         self.traces += 1  # runs only while tracing: counts (re)traces
+        images = self.augment(images)  # each example's own augmentation, then its gradient
         grads, losses, probabilities = per_example_gradients(self.model, self._loss, images, labels)
         self._apply_noisy(clipped_sum(grads, self._clip_norm))
         correct = tf.reduce_sum(
@@ -109,7 +120,7 @@ class LocalTrainer:
     def _apply_noisy(self, summed: list[tf.Tensor]) -> None:
         """Noise the sum of clipped gradients, average it over the expected batch size, add
         FedProx's proximal gradient ``mu (w - w0)`` (after the noise: it does not touch the
-        data) and let Adam apply it."""
+        data) and let the round's optimizer apply it."""
         variables = self.model.trainable_variables
         noisy = noisy_mean(
             summed, self._noise_multiplier, self._clip_norm, self._expected_batch, self._noise
@@ -118,7 +129,7 @@ class LocalTrainer:
             g + self._mu * (w - w0)
             for g, w, w0 in zip(noisy, variables, self._anchors, strict=True)
         ]
-        self.optimizer.apply_gradients(zip(update, variables, strict=True))
+        self.optimizers.apply(update, variables)
 
     def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
         return self.model(images, training=False)
@@ -138,31 +149,31 @@ class LocalTrainer:
         seed: int,
         dp: RecordDP | None = None,
     ) -> FitResult:
-        """Train from ``weights`` on ``data``; loss and accuracy are over the last epoch.
+        """Train from ``weights`` on ``data``; loss and accuracy are over the last epoch
+        (with ``local-steps``: its last ⌈N / batch-size⌉ steps, or all if fewer).
 
-        With ``dp``: ``dp.steps`` DP-SGD steps instead (:meth:`_fit_dp`); ``seed`` is then
-        not used at all.
+        ``seed`` shuffles the batches and seeds the augmentation. With ``dp``:
+        ``dp.steps`` DP-SGD steps instead (:meth:`_fit_dp`); ``seed`` is then not used at
+        all (augmentation draws from OS entropy, or from ``dp.seed`` in tests).
         """
         self.load(weights)
-        self._reset_optimizer(config.learning_rate)
+        self.optimizers.reset(config.local_optimizer, config.learning_rate, config.local_momentum)
         self._mu.assign(config.proximal_mu)
+        self.augment.configure(config, round_state(seed if dp is None else dp.seed))
         if dp is not None:
             return self._fit_dp(data, config, dp)
-        rng = np.random.default_rng(seed)
-        loss_sum = correct_sum = 0.0
-        for _ in range(config.local_epochs):
-            loss_sum = correct_sum = 0.0
-            order = rng.permutation(len(data))
-            for start in range(0, len(data), config.batch_size):
-                batch = order[start : start + config.batch_size]
-                loss, correct = self.train_step(data.images[batch], data.labels[batch])
-                loss_sum += float(loss)
-                correct_sum += float(correct)
+        per_epoch = epoch_steps(len(data), config.batch_size)
+        steps = config.local_steps or per_epoch * config.local_epochs
+        totals = np.zeros(3)  # loss, correct, examples over the last epoch's steps
+        for step, batch in enumerate(batches(seed, len(data), config.batch_size, steps)):
+            loss, correct = self.train_step(data.images[batch], data.labels[batch])
+            if step >= steps - per_epoch:
+                totals += (float(loss), float(correct), float(batch.size))
         return FitResult(
             weights=self.model.get_weights(),
             num_examples=len(data),
-            loss=loss_sum / len(data),
-            accuracy=correct_sum / len(data),
+            loss=totals[0] / totals[2],
+            accuracy=totals[1] / totals[2],
         )
 
     def prepare_dp(self, dp: RecordDP, batch_size: int, num_examples: int) -> np.random.Generator:
@@ -191,14 +202,14 @@ class LocalTrainer:
         """``dp.steps`` DP-SGD steps, each on a Poisson sample of rate batch-size / N.
 
         Loss and accuracy are over the examples drawn in the last epoch-equivalent (the
-        last ``ceil(steps / local-epochs)`` steps), as the plain fit reports its last epoch;
+        last ``ceil(N / batch-size)`` steps), as the plain fit reports its last epoch;
         should those draws be empty, over the whole round's draws, and should the whole
         round have drawn nothing, of the final weights on ``data``.
         """
         num_examples = len(data)
         sampler = self.prepare_dp(dp, config.batch_size, num_examples)
         rate = config.batch_size / num_examples
-        last_epoch_from = dp.steps - math.ceil(dp.steps / config.local_epochs)
+        last_epoch_from = dp.steps - epoch_steps(num_examples, config.batch_size)
         totals = np.zeros((2, 3))  # rows: whole round, last epoch; columns: loss, correct, drawn
         for step in range(dp.steps):
             batch = poisson_sample(sampler, num_examples, rate)
@@ -235,9 +246,21 @@ class LocalTrainer:
         loss = cross_entropy(data.labels, probabilities)
         return {"loss": loss, **classification_metrics(data.labels, probabilities)}
 
-    def _reset_optimizer(self, learning_rate: float) -> None:
-        """Start every round with fresh Adam moments: no state carries between rounds,
-        and none between the hospitals a simulation process serves in turn."""
-        for variable in self.optimizer.variables:
-            variable.assign(tf.zeros_like(variable))
-        self.optimizer.learning_rate = learning_rate
+
+def epoch_steps(num_examples: int, batch_size: int) -> int:
+    """Steps of one pass over ``num_examples`` (the last batch may be smaller)."""
+    return max(1, math.ceil(num_examples / batch_size))
+
+
+def batches(seed: int, num_examples: int, batch_size: int, steps: int) -> Iterator[np.ndarray]:
+    """``steps`` batches of indices: consecutive slices of a fresh permutation per epoch,
+    continuing into the next epoch's permutation after the last (possibly smaller) batch."""
+    rng = np.random.default_rng(seed)
+    step = 0
+    while True:
+        order = rng.permutation(num_examples)
+        for start in range(0, num_examples, batch_size):
+            if step == steps:
+                return
+            yield order[start : start + batch_size]
+            step += 1

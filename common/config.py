@@ -32,8 +32,9 @@ StrategyName = Literal[
     "multikrum",
     "bulyan",
 ]
-ModelName = Literal["cnn", "cnn-small"]
+ModelName = Literal["cnn", "cnn-small", "resnet-gn"]
 DPMode = Literal["off", "record", "hospital"]
+LocalOptimizer = Literal["adam", "sgd"]
 # Flower's accountant for hospital-level DP needs FedAvg's own (uniform) aggregation
 # (flwr/serverapp/strategy/dp_fixed_clipping.py): these strategies use it unchanged.
 HOSPITAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
@@ -109,6 +110,14 @@ class TrainConfig(_Settings):
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0.0)
     proximal_mu: float = Field(ge=0.0)
+    local_steps: int = Field(ge=0)  # > 0: exactly this many optimizer steps a round
+    local_optimizer: LocalOptimizer
+    local_momentum: float = Field(ge=0.0, lt=1.0)  # sgd only
+    augment: bool
+    augment_shift: float = Field(ge=0.0, le=0.5)  # fraction of the image's width / height
+    augment_rotation: float = Field(ge=0.0, le=180.0)  # degrees
+    augment_intensity: float = Field(ge=0.0, le=1.0)  # additive brightness
+    augment_contrast: float = Field(ge=0.0, lt=1.0)  # multiplicative, about the image mean
 
 
 class PrivacySettings(_Settings):

@@ -62,7 +62,54 @@ def _cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="cnn")
 
 
-BUILDERS: dict[str, Builder] = {"cnn": _cnn, "cnn-small": _cnn_small}
+# `resnet-gn`: channels per stage; stages after the first halve the image with a strided
+# convolution. GroupNorm splits each layer's channels into groups of GROUP_WIDTH.
+RESNET_WIDTHS = (32, 64, 128)
+GROUP_WIDTH = 8
+
+
+def norm_groups(channels: int) -> int:
+    """GroupNorm groups for ``channels``: groups of ``GROUP_WIDTH`` channels (one group when
+    ``channels`` is not a multiple of it), so the count always divides ``channels``."""
+    return channels // GROUP_WIDTH if channels % GROUP_WIDTH == 0 else 1
+
+
+def _conv_gn(x: keras.KerasTensor, filters: int, strides: int = 1) -> keras.KerasTensor:
+    """3×3 convolution (no bias: GroupNorm's offset replaces it), then GroupNorm."""
+    x = keras.layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, kernel_initializer=RELU_INIT
+    )(x)
+    return keras.layers.GroupNormalization(groups=norm_groups(filters))(x)
+
+
+def _residual_block(x: keras.KerasTensor, filters: int, strides: int) -> keras.KerasTensor:
+    """conv-GN-ReLU-conv-GN plus the input (a 1×1 projection when the shape changes), ReLU."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(
+            filters, 1, strides=strides, use_bias=False, kernel_initializer=RELU_INIT
+        )(x)
+        shortcut = keras.layers.GroupNormalization(groups=norm_groups(filters))(shortcut)
+    y = keras.layers.ReLU()(_conv_gn(x, filters, strides))
+    y = _conv_gn(y, filters)
+    return keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
+
+
+def _resnet_gn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """A small residual network with GroupNorm: a 3×3 stem, one residual block per stage
+    (widths ``RESNET_WIDTHS``, stride 2 from the second stage), global average pooling and
+    a softmax. GroupNorm normalises each image on its own, unlike batch norm, so per-example
+    gradients (record-level DP) and averaging across hospitals both stay valid."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.ReLU()(_conv_gn(inputs, RESNET_WIDTHS[0]))
+    for stage, filters in enumerate(RESNET_WIDTHS):
+        x = _residual_block(x, filters, strides=1 if stage == 0 else 2)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="resnet_gn")
+
+
+BUILDERS: dict[str, Builder] = {"cnn": _cnn, "cnn-small": _cnn_small, "resnet-gn": _resnet_gn}
 
 
 def build_model(name: str, spec: DataSpec) -> keras.Model:

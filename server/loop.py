@@ -66,6 +66,14 @@ def train_config_record(config: AppConfig) -> ConfigRecord:
             "batch-size": train.batch_size,
             "learning-rate": train.learning_rate,
             "proximal-mu": train.proximal_mu if config.federation.strategy == "fedprox" else 0.0,
+            "local-steps": train.local_steps,
+            "local-optimizer": train.local_optimizer,
+            "local-momentum": train.local_momentum,
+            "augment": train.augment,
+            "augment-shift": train.augment_shift,
+            "augment-rotation": train.augment_rotation,
+            "augment-intensity": train.augment_intensity,
+            "augment-contrast": train.augment_contrast,
         }
     )
 

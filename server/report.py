@@ -13,6 +13,7 @@ from typing import Any
 from common.errors import ConfigError, invalid_value
 from common.files import atomic_path
 from server.records import PHASES, names_of, natural_key, participation
+from server.report_classes import class_names, multiclass_note, per_class_rows
 from server.report_plots import (
     plot_confusion,
     plot_global,
@@ -109,7 +110,7 @@ def _status_lines(config: dict[str, Any], metrics: dict[str, Any], run_dir: Path
     return lines
 
 
-def _final_lines(rounds: list[dict[str, Any]]) -> list[str]:
+def _final_lines(rounds: list[dict[str, Any]], names: list[str]) -> list[str]:
     if not rounds:
         return ["No round completed."]
     last = rounds[-1]
@@ -122,7 +123,14 @@ def _final_lines(rounds: list[dict[str, Any]]) -> list[str]:
         + ([_num(central.get(key))] if central is not None else [])
         for key in ROUND_COLUMNS
     ]
-    return [f"After round {last['round']}:", "", *_table(header, rows)]
+    lines = [f"After round {last['round']}:", "", *_table(header, rows)]
+    note = multiclass_note(names)
+    if note:
+        lines += ["", note]
+        if central is not None and central.get("confusion-matrix"):
+            columns = ["class", "central images", "recall", "precision"]
+            lines += ["", *_table(columns, per_class_rows(central["confusion-matrix"], names))]
+    return lines
 
 
 def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
@@ -201,7 +209,7 @@ def write_report(run_dir: Path) -> Path:
             images.append(("Privacy loss ε per round", _privacy_plot(config, rounds, plots)))
         central = rounds[-1].get("central")
         if central is not None:
-            names = str(config.get("class-names", "")).split(",")
+            names = class_names(config)
             image = plot_confusion(central["confusion-matrix"], names, plots / "confusion.png")
             images.append(("Confusion matrix on the central set (final round)", image))
     lines = [
@@ -215,7 +223,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         "## Final global model",
         "",
-        *_final_lines(rounds),
+        *_final_lines(rounds, class_names(config)),
         "",
         *_privacy_lines(config, rounds),
         "## Plots",

@@ -136,8 +136,9 @@ def plot_confusion(matrix: list[list[int]], class_names: list[str], target: Path
     fig, axis = plt.subplots(figsize=(4.5, 4))
     image = axis.imshow(matrix, cmap="Blues")
     ticks = range(len(matrix))
-    axis.set_xticks(ticks, class_names[: len(matrix)], rotation=30)
-    axis.set_yticks(ticks, class_names[: len(matrix)])
+    labels = [class_names[k] if k < len(class_names) else str(k) for k in ticks]
+    axis.set_xticks(ticks, labels, rotation=30)
+    axis.set_yticks(ticks, labels)
     dark = max(max(values) for values in matrix) / 2
     for row, values in enumerate(matrix):
         for col, count in enumerate(values):

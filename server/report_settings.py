@@ -44,7 +44,14 @@ STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
     "multikrum": ("num-malicious-nodes", "num-nodes-to-select"),
     "bulyan": ("num-malicious-nodes",),
 }
-LOCAL_TRAINING_SETTINGS = ("local-epochs", "batch-size", "learning-rate")
+LOCAL_TRAINING_SETTINGS = (
+    "local-epochs",
+    "local-steps",
+    "batch-size",
+    "learning-rate",
+    "local-optimizer",
+    "augment",
+)
 CONTRACT_SETTINGS = (
     "model",
     "class-names",

@@ -15,6 +15,7 @@ from dp_accounting import dp_event, rdp
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client.app import build_client_app
+from common.config import TrainConfig, kebab_keys
 from common.models import build_model
 from common.privacy import local_steps
 from simulations.hospitals import simulated_hospital
@@ -31,7 +32,13 @@ SETTINGS: dict[str, Any] = {
     "local_epochs": 1,
     "batch_size": 8,
 }
-TRAIN = {"local-epochs": 1, "batch-size": 8, "learning-rate": 0.001, "proximal-mu": 0.0}
+TRAIN = {
+    **{key: run_config()[key] for key in kebab_keys(TrainConfig)},
+    "local-epochs": 1,
+    "batch-size": 8,
+    "learning-rate": 0.001,
+    "proximal-mu": 0.0,
+}
 
 
 def train_request(weights: list[np.ndarray], **extra: Any) -> Message:

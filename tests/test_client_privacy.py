@@ -33,6 +33,7 @@ from PIL import Image
 
 import client.site
 from client.app import build_client_app
+from common.config import TrainConfig, kebab_keys
 from common.contract import reply_violations, site_of
 from common.data.synthetic import synthetic_site
 from common.errors import ConfigError, DataError
@@ -50,7 +51,13 @@ Tamper = Callable[[RecordDict, Message], None]
 
 def request(message_type: str) -> Message:
     model = build_model("cnn-small", app_config().data.spec())
-    train = {"local-epochs": 1, "batch-size": 16, "learning-rate": 0.001, "proximal-mu": 0.0}
+    train = {
+        **{key: run_config()[key] for key in kebab_keys(TrainConfig)},
+        "local-epochs": 1,
+        "batch-size": 16,
+        "learning-rate": 0.001,
+        "proximal-mu": 0.0,
+    }
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.get_weights()),

@@ -5,10 +5,10 @@ from typing import Any
 import pytest
 
 from common.config import SYNTHETIC_MIN_IMAGE_SIZE, parse_app_config, parse_train_config
-from common.manifest import declared_defaults, project_root, with_overrides
 from common.data.schema import DataSpec
 from common.data.synthetic import synthetic_site
 from common.errors import ConfigError
+from common.manifest import declared_defaults, project_root, with_overrides
 from tests.factories import run_config
 
 
@@ -27,10 +27,20 @@ def test_declared_defaults_parse() -> None:
         ("local-epochs", 1.5, "Invalid value for `local-epochs`. Expected an integer ≥ 1. Received: 1.5"),
         ("batch-size", "32", "Invalid value for `batch-size`. Expected an integer ≥ 1. Received: '32'"),
         ("learning-rate", 0.0, "Invalid value for `learning-rate`. Expected a number > 0.0. Received: 0.0"),
+        ("local-steps", -1, "Invalid value for `local-steps`. Expected an integer ≥ 0. Received: -1"),
+        ("local-steps", 2.0, "Invalid value for `local-steps`. Expected an integer ≥ 0. Received: 2.0"),
+        ("local-optimizer", "rmsprop", "Invalid value for `local-optimizer`. Expected one of 'adam', 'sgd'. Received: 'rmsprop'"),
+        ("local-momentum", 1.0, "Invalid value for `local-momentum`. Expected a number ≥ 0.0 and < 1.0. Received: 1.0"),
+        ("local-momentum", -0.1, "Invalid value for `local-momentum`. Expected a number ≥ 0.0 and < 1.0. Received: -0.1"),
+        ("augment", "on", "Invalid value for `augment`. Expected true or false. Received: 'on'"),
+        ("augment-shift", 0.6, "Invalid value for `augment-shift`. Expected a number ≥ 0.0 and ≤ 0.5. Received: 0.6"),
+        ("augment-rotation", -5.0, "Invalid value for `augment-rotation`. Expected a number ≥ 0.0 and ≤ 180.0. Received: -5.0"),
+        ("augment-intensity", 1.5, "Invalid value for `augment-intensity`. Expected a number ≥ 0.0 and ≤ 1.0. Received: 1.5"),
+        ("augment-contrast", 1.0, "Invalid value for `augment-contrast`. Expected a number ≥ 0.0 and < 1.0. Received: 1.0"),
         ("fraction-train", 1.5, "Invalid value for `fraction-train`. Expected a number > 0.0 and ≤ 1.0. Received: 1.5"),
         ("num-server-rounds", -1, "Invalid value for `num-server-rounds`. Expected an integer ≥ 1. Received: -1"),
         ("strategy", "fedfoo", "Invalid value for `strategy`. Expected one of 'fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad', 'fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan'. Received: 'fedfoo'"),
-        ("model", "vgg", "Invalid value for `model`. Expected one of 'cnn', 'cnn-small'. Received: 'vgg'"),
+        ("model", "vgg", "Invalid value for `model`. Expected one of 'cnn', 'cnn-small', 'resnet-gn'. Received: 'vgg'"),
         ("partitioner", "skew", "Invalid value for `partitioner`. Expected one of 'iid', 'dirichlet', 'quantity'. Received: 'skew'"),
         ("dirichlet-alpha", 0.0, "Invalid value for `dirichlet-alpha`. Expected a number > 0.0. Received: 0.0"),
         ("channels", 2, "Invalid value for `channels`. Expected one of 1, 3. Received: 2"),
@@ -96,16 +106,24 @@ def test_config_is_frozen() -> None:
 
 
 def test_train_config_from_message_values() -> None:
-    values = {"local-epochs": 3, "batch-size": 16, "learning-rate": 0.01, "proximal-mu": 0.1}
+    values = {
+        "local-epochs": 3,
+        "batch-size": 16,
+        "learning-rate": 0.01,
+        "proximal-mu": 0.1,
+        "local-steps": 40,
+        "local-optimizer": "sgd",
+        "local-momentum": 0.5,
+        "augment": True,
+        "augment-shift": 0.05,
+        "augment-rotation": 5.0,
+        "augment-intensity": 0.2,
+        "augment-contrast": 0.3,
+    }
 
     parsed = parse_train_config({**values, "server-round": 4})
 
-    assert (parsed.local_epochs, parsed.batch_size, parsed.learning_rate, parsed.proximal_mu) == (
-        3,
-        16,
-        0.01,
-        0.1,
-    )
+    assert parsed.model_dump(by_alias=True) == values
 
 
 def test_every_declared_key_is_read() -> None:

@@ -83,6 +83,18 @@ def test_profile_stays_in_its_ranges_and_sizes_the_site(hospital: int) -> None:
     assert positives == round(profile.prevalence * profile.num_train)
 
 
+@pytest.mark.parametrize("classes", [3, 4])
+@pytest.mark.parametrize("base", [1, 40, 300])
+def test_every_hospital_has_every_class_in_both_splits(classes: int, base: int) -> None:
+    """Both splits have at least ``min-examples`` (10) images, so every class of up to 10
+    appears at every hospital, however small its prevalence or size."""
+    for hospital in range(12):
+        site = synthetic_site(5, hospital, base, spec(classes))
+
+        for split in (site.train, site.test):
+            assert np.bincount(split.labels, minlength=classes).min() >= 1
+
+
 def test_tiny_base_is_raised_to_min_examples() -> None:
     site = synthetic_site(0, 0, 2, spec(min_examples=12))
 
@@ -97,6 +109,11 @@ def test_tiny_base_is_raised_to_min_examples() -> None:
         (10, 1.0, 2, [1, 9]),
         (9, 0.5, 3, [5, 2, 2]),  # round(4.5) = 4 not in class 0, shared evenly
         (1, 0.5, 2, [1, 0]),
+        (10, 0.1, 3, [8, 1, 1]),  # every class whenever count >= classes
+        (10, 0.0, 4, [7, 1, 1, 1]),
+        (4, 0.9, 4, [1, 1, 1, 1]),
+        (3, 0.5, 4, [1, 1, 1, 0]),  # fewer images than classes: not every class
+        (2, 0.5, 3, [1, 1, 0]),
     ],
 )
 def test_labels_follow_prevalence_exactly(

@@ -4,10 +4,11 @@ One run directory goes through three runs, as a privacy researcher would:
 
 1. ``dp = "record"``, ``dp-epsilon = 3``, 2 rounds: every hospital's ε is in
    ``metrics.json`` each round, grows, and ends at (calibrated: just under) the target;
-2. resumed with 3 rounds at the same target: the hospitals' ledgers (under the run
-   directory) already hold ≈ 3, so every hospital refuses round 3 — "privacy budget
-   exhausted" — and trains nothing: the ledgers are unchanged, the round-2 checkpoint stays;
-3. resumed with a higher target (6): round 3 trains and each hospital's ε continues from
+2. resumed with 3 rounds, a higher run target (6) but a hospital budget ``max-epsilon`` of
+   3.1: the hospitals' ledgers (under the run directory) already hold ≈ 3, so every hospital
+   refuses round 3 — "privacy budget exhausted" — and trains nothing: the ledgers are
+   unchanged, the round-2 checkpoint stays;
+3. resumed without the hospital budget: round 3 trains and each hospital's ε continues from
    its round-2 value instead of starting again.
 """
 
@@ -87,7 +88,9 @@ def test_record_level_dp_is_accounted_enforced_and_kept_across_resumes(tmp_path:
     spent = ledgers(run_dir)
     assert len(spent) == HOSPITALS
 
-    refused = simulate(run_dir, f"{RECORD} resume=true num-server-rounds=3 dp-epsilon=3.0")
+    refused = simulate(
+        run_dir, f"{RECORD} resume=true num-server-rounds=3 dp-epsilon=6.0 max-epsilon=3.1"
+    )
 
     assert refused.returncode != 0
     outcome = metrics(run_dir)["outcome"]

@@ -285,17 +285,17 @@ def test_an_invalid_node_budget_is_one_line(tmp_path: Path, value: object, messa
         (
             "record",
             {"max-epsilon": 1000.0},
-            "Unexpected setting `max-epsilon` in the train request. Expected only `local-epochs`, `batch-size`, `learning-rate`, `proximal-mu`, `server-round`.",
+            "Unexpected setting `max-epsilon` in the train request. Expected only `local-epochs`, `batch-size`, `learning-rate`, `proximal-mu`, `local-steps`, `local-optimizer`, `local-momentum`, `augment`, `augment-shift`, `augment-rotation`, `augment-intensity`, `augment-contrast`, `server-round`.",
         ),
         (
             "record",
             {"dp-noise-multiplier": 0.01},
-            "Unexpected setting `dp-noise-multiplier` in the train request. Expected only `local-epochs`, `batch-size`, `learning-rate`, `proximal-mu`, `server-round`.",
+            "Unexpected setting `dp-noise-multiplier` in the train request. Expected only `local-epochs`, `batch-size`, `learning-rate`, `proximal-mu`, `local-steps`, `local-optimizer`, `local-momentum`, `augment`, `augment-shift`, `augment-rotation`, `augment-intensity`, `augment-contrast`, `server-round`.",
         ),
         (
             "record",
             {"clipping_norm": 1.0},
-            "Unexpected setting `clipping_norm` in the train request. Expected only `local-epochs`, `batch-size`, `learning-rate`, `proximal-mu`, `server-round`.",
+            "Unexpected setting `clipping_norm` in the train request. Expected only `local-epochs`, `batch-size`, `learning-rate`, `proximal-mu`, `local-steps`, `local-optimizer`, `local-momentum`, `augment`, `augment-shift`, `augment-rotation`, `augment-intensity`, `augment-contrast`, `server-round`.",
         ),
         (
             "hospital",

@@ -25,7 +25,11 @@ from common.data.schema import DataSpec, Split
 spec = DataSpec(class_names=("a", "b"), image_size=16, channels=1, min_examples=1)
 trainer = PROCESS_CACHE.trainer("cnn-small", spec)
 data = Split(images=np.zeros((4, 16, 16, 1), np.float32), labels=np.array([0, 1, 0, 1]))
-config = TrainConfig(local_epochs=1, batch_size=4, learning_rate=0.01, proximal_mu=0.0)
+config = TrainConfig(
+    local_epochs=1, batch_size=4, learning_rate=0.01, proximal_mu=0.0, local_steps=0,
+    local_optimizer="adam", local_momentum=0.9, augment=False, augment_shift=0.1,
+    augment_rotation=10.0, augment_intensity=0.1, augment_contrast=0.1,
+)
 result = trainer.fit(trainer.model.get_weights(), data, config, seed=0)
 trainer.evaluate(result.weights, data)
 print("done")

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from client.cache import ProcessCache
-from client.training import LocalTrainer
+from client.dp_sgd import RecordDP
+from client.optimizers import LocalOptimizers
+from client.privacy import plan_round
+from client.training import LocalTrainer, batches
 from common.config import TrainConfig
 from common.data.schema import Split
 from common.data.synthetic import synthetic_site
@@ -22,8 +28,15 @@ def tiny_split(n: int = 64, seed: int = 0) -> Split:
     return Split(images=images, labels=labels.astype(np.int64))
 
 
-def train_config(**overrides: float) -> TrainConfig:
-    values = {"local_epochs": 2, "batch_size": 16, "learning_rate": 0.01, "proximal_mu": 0.0}
+def train_config(**overrides: float | str | bool) -> TrainConfig:
+    """The declared defaults with small-test values and ``overrides`` (Python names)."""
+    values = {
+        **app_config().train.model_dump(),
+        "local_epochs": 2,
+        "batch_size": 16,
+        "learning_rate": 0.01,
+        "proximal_mu": 0.0,
+    }
     return TrainConfig.model_validate({**values, **overrides})
 
 
@@ -164,3 +177,196 @@ def test_cache_builds_one_trainer_per_architecture() -> None:
 
     assert a is b
     assert a is not c
+
+
+# -- local steps ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("n", "batch_size", "local_epochs", "local_steps", "expected"),
+    [
+        (15, 16, 2, 0, 2),  # epochs: 1 batch each
+        (100, 16, 3, 0, 21),  # epochs: ⌈100 / 16⌉ = 7 batches each
+        (15, 16, 2, 10, 10),  # steps: a small hospital goes round its data 10 times
+        (100, 16, 3, 5, 5),  # steps: a large one stops within its first epoch
+        (40, 16, 1, 7, 7),  # steps: 2 epochs of 3 batches, then one more
+    ],
+)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_round_is_local_steps_optimizer_steps_or_the_epochs(
+    trainer: LocalTrainer,
+    start: list[np.ndarray],
+    n: int,
+    batch_size: int,
+    local_epochs: int,
+    local_steps: int,
+    expected: int,
+    optimizer: str,
+) -> None:
+    config = train_config(
+        batch_size=batch_size,
+        local_epochs=local_epochs,
+        local_steps=local_steps,
+        local_optimizer=optimizer,
+    )
+
+    trainer.fit(start, tiny_split(n), config, seed=0)
+
+    assert trainer.optimizers.active is trainer.optimizers.by_kind[optimizer]
+    assert int(trainer.optimizers.active.iterations.numpy()) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "steps", "sizes"),
+    [
+        (10, 4, 7, [4, 4, 2, 4, 4, 2, 4]),
+        (10, 4, 2, [4, 4]),
+        (3, 8, 4, [3, 3, 3, 3]),
+    ],
+)
+def test_batches_continue_through_reshuffled_epochs(
+    n: int, batch_size: int, steps: int, sizes: list[int]
+) -> None:
+    drawn = list(batches(seed=1, num_examples=n, batch_size=batch_size, steps=steps))
+
+    assert [b.size for b in drawn] == sizes
+    flat = np.concatenate(drawn)
+    for epoch_start in range(0, flat.size - n + 1, n):  # every complete epoch: a permutation
+        np.testing.assert_array_equal(np.sort(flat[epoch_start : epoch_start + n]), np.arange(n))
+    rng = np.random.default_rng(1)  # the oracle: numpy's permutations of the same seed
+    expected = np.concatenate([rng.permutation(n) for _ in range(math.ceil(flat.size / n))])
+    np.testing.assert_array_equal(flat, expected[: flat.size])
+
+
+def test_local_steps_of_whole_epochs_train_exactly_as_the_epochs(
+    trainer: LocalTrainer, start: list[np.ndarray]
+) -> None:
+    data = tiny_split(40)  # 3 batches of 16, 16, 8 per epoch
+
+    by_epochs = trainer.fit(start, data, train_config(local_epochs=2), seed=4)
+    by_steps = trainer.fit(start, data, train_config(local_epochs=1, local_steps=6), seed=4)
+
+    assert distance(by_epochs.weights, by_steps.weights) < 1e-6
+    assert by_steps.loss == pytest.approx(by_epochs.loss, rel=1e-6)
+    assert by_steps.accuracy == by_epochs.accuracy
+
+
+@pytest.mark.parametrize(
+    ("n", "local_epochs", "local_steps", "expected_steps"),
+    [(64, 2, 0, 8), (64, 2, 25, 25), (10, 3, 0, 3), (10, 3, 40, 40)],
+)
+def test_record_dp_rounds_are_local_steps_dp_sgd_steps(
+    trainer: LocalTrainer,
+    start: list[np.ndarray],
+    n: int,
+    local_epochs: int,
+    local_steps: int,
+    expected_steps: int,
+) -> None:
+    """plan_round: ``local-steps`` DP-SGD steps (else ⌈N / batch⌉ × epochs), calibrated for
+    steps × rounds releases; the trainer takes exactly that many optimizer steps (noise-only
+    steps of empty samples included)."""
+    config = app_config(
+        dp="record", num_server_rounds=4, batch_size=16,
+        local_epochs=local_epochs, local_steps=local_steps,
+    )  # fmt: skip
+    calls: list[tuple[float, float, int, float | None]] = []
+
+    def calibrate(epsilon: float, delta: float, releases: int, rate: float | None) -> float:
+        calls.append((epsilon, delta, releases, rate))
+        return 1.0
+
+    plan = plan_round(config, config.train, n, calibrate)
+    assert plan.dp is not None
+    dp = RecordDP(plan.dp.clip_norm, plan.dp.noise_multiplier, plan.dp.steps, seed=3)
+    batch_config = config.train.model_copy(update={"batch_size": plan.batch_size})
+    trainer.fit(start, tiny_split(n), batch_config, seed=0, dp=dp)
+
+    assert plan.dp.steps == expected_steps
+    assert calls == [(3.0, 1e-5, expected_steps * 4, min(16, n) / n)]
+    assert int(trainer.optimizers.active.iterations.numpy()) == expected_steps
+
+
+# -- local optimizers -------------------------------------------------------------------
+@pytest.mark.parametrize(("learning_rate", "momentum"), [(0.1, 0.0), (0.1, 0.9), (0.05, 0.5)])
+def test_sgd_with_momentum_matches_its_formula(learning_rate: float, momentum: float) -> None:
+    """Two steps with gradients g1, g2: v1 = -lr g1, w1 = w0 + v1; v2 = μ v1 - lr g2,
+    w2 = w1 + v2 (Keras's SGD, with μ a variable)."""
+    w0 = np.array([1.0, -2.0, 0.5], np.float32)
+    g1, g2 = np.array([0.3, -1.0, 2.0], np.float32), np.array([-0.5, 0.2, 1.0], np.float32)
+    variable = tf.Variable(w0)
+    optimizers = LocalOptimizers([variable])
+    optimizers.reset("sgd", learning_rate, momentum)
+    apply = tf.function(lambda g: optimizers.apply([g], [variable]))
+
+    apply(tf.constant(g1))
+    apply(tf.constant(g2))
+
+    v1 = -learning_rate * g1
+    v2 = momentum * v1 - learning_rate * g2
+    np.testing.assert_allclose(variable.numpy(), w0 + v1 + v2, rtol=1e-6)
+
+
+def test_adam_choice_matches_a_fresh_keras_adam() -> None:
+    w0 = np.array([1.0, -2.0, 0.5], np.float32)
+    grads = [np.array([0.3, -1.0, 2.0], np.float32), np.array([-0.5, 0.2, 1.0], np.float32)]
+    ours, reference = tf.Variable(w0), tf.Variable(w0)
+    optimizers = LocalOptimizers([ours])
+    optimizers.reset("sgd", 0.1, 0.9)
+    optimizers.reset("adam", 0.1, 0.9)  # the choice of the round is the last reset's
+    adam = keras.optimizers.Adam(learning_rate=0.1)
+    apply = tf.function(lambda g: optimizers.apply([g], [ours]))
+
+    for g in grads:
+        apply(tf.constant(g))
+        adam.apply_gradients([(tf.constant(g), reference)])
+
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_every_optimizer_learns_and_starts_each_round_fresh(
+    trainer: LocalTrainer, start: list[np.ndarray], optimizer: str
+) -> None:
+    data = tiny_split(128)
+    config = train_config(local_epochs=5, local_optimizer=optimizer, local_momentum=0.9)
+
+    first = trainer.fit(start, data, config, seed=3)
+    second = trainer.fit(start, data, config, seed=3)
+
+    assert trainer.evaluate(first.weights, data)["accuracy"] > 0.9
+    assert distance(first.weights, second.weights) < 1e-4
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_proximal_term_applies_with_every_optimizer(
+    trainer: LocalTrainer, start: list[np.ndarray], optimizer: str
+) -> None:
+    data = tiny_split(64)
+
+    free = trainer.fit(start, data, train_config(local_optimizer=optimizer), seed=0).weights
+    held = trainer.fit(
+        start, data, train_config(local_optimizer=optimizer, proximal_mu=50.0), seed=0
+    ).weights
+
+    assert distance(held, start) < 0.5 * distance(free, start)
+
+
+def test_switching_optimizers_and_augmentation_never_retraces(
+    trainer: LocalTrainer, start: list[np.ndarray]
+) -> None:
+    data = tiny_split(32)
+    trainer.fit(start, data, train_config(), seed=1)
+    trainer.fit(start, data, train_config(), seed=1, dp=RecordDP(1.0, 1.0, steps=2, seed=1))
+    traces_after_first_rounds = trainer.traces
+    rounds = [
+        {"local_optimizer": "sgd", "local_momentum": 0.5, "learning_rate": 0.05},
+        {"local_optimizer": "adam", "augment": True, "augment_shift": 0.2},
+        {"local_optimizer": "sgd", "local_momentum": 0.0, "augment": True, "local_steps": 3},
+        {"augment": True, "augment_rotation": 30.0, "augment_contrast": 0.5},
+    ]
+
+    for number, overrides in enumerate(rounds):
+        trainer.fit(start, data, train_config(**overrides), seed=number)
+        dp = RecordDP(1.0, 1.0, steps=2, seed=number)
+        trainer.fit(start, data, train_config(**overrides), seed=number, dp=dp)
+
+    assert trainer.traces == traces_after_first_rounds

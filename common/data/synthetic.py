@@ -73,14 +73,15 @@ def synthetic_labels(
 ) -> np.ndarray:
     """``count`` shuffled int64 labels; ``round(prevalence * count)`` are not class 0.
 
-    Both class 0 and some other class appear whenever ``count >= 2``; the non-zero
-    labels are spread as evenly as possible over classes 1..K-1.
+    Every class appears whenever ``count >= num_classes`` (class 0 and some other class
+    whenever ``count >= 2``): the non-class-0 count is raised to at least K - 1 and kept
+    below ``count``, then spread as evenly as possible over classes 1..K-1.
     """
     if num_classes < 2:
         raise ConfigError(invalid_value("num_classes", "an integer >= 2", num_classes))
     positives = round(prevalence * count)
     if count >= 2:
-        positives = min(max(positives, 1), count - 1)
+        positives = min(max(positives, num_classes - 1), count - 1)
     labels = np.zeros(count, dtype=np.int64)
     labels[:positives] = 1 + np.arange(positives) % (num_classes - 1)
     return rng.permutation(labels)
