@@ -63,3 +63,29 @@ def simulation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return out, overrides
+
+
+@pytest.fixture(scope="module")
+def trainer() -> Any:
+    """One `cnn-small` LocalTrainer per test module (the training and DP tests share it)."""
+    import keras
+
+    from client.training import LocalTrainer
+    from common.models import build_model
+    from tests.factories import data_spec
+
+    keras.utils.set_random_seed(0)
+    return LocalTrainer(build_model("cnn-small", data_spec()))
+
+
+@pytest.fixture
+def start() -> Any:
+    """The untrained `cnn-small` weights: each test starts from them, not from the previous
+    test's fit (modules that federate override it with their own starting arrays)."""
+    import keras
+
+    from common.models import build_model
+    from tests.factories import data_spec
+
+    keras.utils.set_random_seed(0)
+    return build_model("cnn-small", data_spec()).get_weights()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,8 +9,7 @@ import tensorflow as tf
 from client.augment import Augmenter, draw_parameters, round_state, transform
 from client.dp_sgd import RecordDP
 from client.training import LocalTrainer
-from common.models import build_model
-from tests.factories import data_spec, random_images
+from tests.factories import random_images
 from tests.test_training import distance, tiny_split, train_config
 
 ON = {
@@ -21,18 +19,6 @@ ON = {
     "augment_intensity": 0.1,
     "augment_contrast": 0.1,
 }
-
-
-@pytest.fixture(scope="module")
-def trainer() -> LocalTrainer:
-    keras.utils.set_random_seed(0)
-    return LocalTrainer(build_model("cnn-small", data_spec()))
-
-
-@pytest.fixture
-def start() -> list[np.ndarray]:
-    keras.utils.set_random_seed(0)
-    return build_model("cnn-small", data_spec()).get_weights()
 
 
 def augmented(augmenter: Augmenter, images: np.ndarray) -> np.ndarray:

@@ -23,18 +23,6 @@ from tests.factories import data_spec
 from tests.test_training import distance, tiny_split, train_config
 
 
-@pytest.fixture(scope="module")
-def trainer() -> LocalTrainer:
-    keras.utils.set_random_seed(0)
-    return LocalTrainer(build_model("cnn-small", data_spec()))
-
-
-@pytest.fixture
-def start() -> list[np.ndarray]:
-    keras.utils.set_random_seed(0)
-    return build_model("cnn-small", data_spec()).get_weights()
-
-
 def oracle_gradients(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``[B, P]``: each example's flattened gradient, one plain GradientTape per example."""
     loss = keras.losses.SparseCategoricalCrossentropy(reduction="sum")

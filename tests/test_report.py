@@ -157,9 +157,9 @@ def test_coordinator_settings_list_what_the_coordinator_decided(tmp_path: Path) 
         "strategy", "num-server-rounds", "fraction-train", "fraction-evaluate",
         "min-train-nodes", "min-evaluate-nodes", "min-available-nodes", "round-timeout",
         "node-wait-timeout", "max-update-norm", "server-eta", "server-tau", "local-epochs",
-        "local-steps", "batch-size", "learning-rate", "local-optimizer", "augment", "model", "class-names", "image-size", "channels",
-        "min-examples", "holdout-fraction", "seed", "central-eval-path", "checkpoints-keep",
-        "resume",
+        "local-steps", "batch-size", "learning-rate", "local-optimizer", "augment", "model",
+        "class-names", "image-size", "channels", "min-examples", "holdout-fraction", "seed",
+        "central-eval-path", "checkpoints-keep", "resume",
     ]  # fmt: skip
 
     text = write_report(directory).read_text()

@@ -40,19 +40,6 @@ def train_config(**overrides: float | str | bool) -> TrainConfig:
     return TrainConfig.model_validate({**values, **overrides})
 
 
-@pytest.fixture(scope="module")
-def trainer() -> LocalTrainer:
-    keras.utils.set_random_seed(0)
-    return LocalTrainer(build_model("cnn-small", data_spec()))
-
-
-@pytest.fixture
-def start() -> list[np.ndarray]:
-    """The untrained weights: each test starts from them, not from the previous test's fit."""
-    keras.utils.set_random_seed(0)
-    return build_model("cnn-small", data_spec()).get_weights()
-
-
 @pytest.mark.parametrize("name", ["cnn", "cnn-small"])
 @pytest.mark.parametrize(("classes", "channels"), [(2, 1), (3, 3)])
 def test_models_are_shaped_by_the_data(name: str, classes: int, channels: int) -> None:
