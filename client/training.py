@@ -172,8 +172,8 @@ class LocalTrainer:
         return FitResult(
             weights=self.model.get_weights(),
             num_examples=len(data),
-            loss=totals[0] / totals[2],
-            accuracy=totals[1] / totals[2],
+            loss=float(totals[0] / totals[2]),
+            accuracy=float(totals[1] / totals[2]),
         )
 
     def prepare_dp(self, dp: RecordDP, batch_size: int, num_examples: int) -> np.random.Generator:
@@ -229,7 +229,10 @@ class LocalTrainer:
             scores = self.evaluate(weights, data)
             loss_value, accuracy = scores["loss"], scores["accuracy"]
         return FitResult(
-            weights=weights, num_examples=num_examples, loss=loss_value, accuracy=accuracy
+            weights=weights,
+            num_examples=num_examples,
+            loss=float(loss_value),
+            accuracy=float(accuracy),
         )
 
     def predict(self, images: np.ndarray) -> np.ndarray:

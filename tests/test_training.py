@@ -357,3 +357,21 @@ def test_switching_optimizers_and_augmentation_never_retraces(
         trainer.fit(start, data, train_config(**overrides), seed=number, dp=dp)
 
     assert trainer.traces == traces_after_first_rounds
+
+
+@pytest.mark.parametrize("use_dp", [False, True])
+def test_fit_reports_plain_python_numbers(
+    trainer: LocalTrainer, start: list[np.ndarray], use_dp: bool
+) -> None:
+    """Metrics travel as Python int/float (tests/test_e2e_simulation.py checks the wire)."""
+    from client.dp_sgd import RecordDP
+
+    dp = RecordDP(clip_norm=1.0, noise_multiplier=1.0, steps=2, seed=3) if use_dp else None
+
+    result = trainer.fit(start, tiny_split(32), train_config(local_epochs=1), seed=0, dp=dp)
+
+    assert (type(result.num_examples), type(result.loss), type(result.accuracy)) == (
+        int,
+        float,
+        float,
+    )
