@@ -28,6 +28,15 @@ def resolve_data(path: str) -> Path:
     return candidate if candidate.is_absolute() else (REPO / candidate).resolve()
 
 
+def existing_data(path: str) -> Path | None:
+    """:func:`resolve_data`, or None after one error line on stderr if no such file."""
+    data = resolve_data(path)
+    if data.is_file():
+        return data
+    print(f"error: data file not found: {data}", file=sys.stderr)
+    return None
+
+
 def add_federation_args(parser: argparse.ArgumentParser, rounds: int, out: str) -> None:
     """The options every MedMNIST benchmark shares: data, split, rounds, model, output."""
     parser.add_argument("--data", default=DEFAULT_DATA, help="MedMNIST .npz (relative: to repo)")

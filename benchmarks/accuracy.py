@@ -34,10 +34,10 @@ from typing import Any
 
 from benchmarks._common import (
     add_federation_args,
+    existing_data,
     log,
     machine,
     medmnist_overrides,
-    resolve_data,
     run_simulation_child,
     table,
     write_json,
@@ -173,9 +173,8 @@ def federated(args: argparse.Namespace, strategy: str, work: Path) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data = resolve_data(args.data)
-    if not data.is_file():
-        print(f"error: data file not found: {data}", file=sys.stderr)
+    data = existing_data(args.data)
+    if data is None:
         return 2
     strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="fedclinic-accuracy-")).resolve()

@@ -30,11 +30,11 @@ from typing import Any
 
 from benchmarks._common import (
     add_federation_args,
+    existing_data,
     load_average,
     log,
     machine,
     medmnist_overrides,
-    resolve_data,
     run_simulation_child,
     table,
     write_json,
@@ -136,9 +136,8 @@ def measure_floor(label: str, overrides: dict[str, Any], hospitals: int) -> dict
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data = resolve_data(args.data)
-    if not data.is_file():
-        print(f"error: data file not found: {data}", file=sys.stderr)
+    data = existing_data(args.data)
+    if data is None:
         return 2
     if args.rounds < 2:
         print("error: --rounds must be ≥ 2 (round 1 is start-up)", file=sys.stderr)

@@ -31,10 +31,10 @@ from typing import Any
 
 from benchmarks._common import (
     add_federation_args,
+    existing_data,
     log,
     machine,
     medmnist_overrides,
-    resolve_data,
     run_simulation_child,
     table,
     write_json,
@@ -175,9 +175,8 @@ def run_point(args: argparse.Namespace, point: dict[str, Any], work: Path) -> di
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data = resolve_data(args.data)
-    if not data.is_file():
-        print(f"error: data file not found: {data}", file=sys.stderr)
+    data = existing_data(args.data)
+    if data is None:
         return 2
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="fedclinic-privacy-")).resolve()
     from benchmarks._dp_step import measure_step_cost

@@ -134,3 +134,17 @@ def test_every_script_has_help(name: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--out" in done.stdout
+
+
+def test_existing_data_names_a_missing_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks._common import existing_data
+
+    present = tmp_path / "data.npz"
+    present.write_bytes(b"")
+
+    found, missing = existing_data(str(present)), existing_data(str(tmp_path / "none.npz"))
+
+    assert (found, missing) == (present, None)
+    assert capsys.readouterr().err == f"error: data file not found: {tmp_path / 'none.npz'}\n"
