@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
+    ChildRun,
     add_federation_args,
     existing_data,
     log,
@@ -141,27 +142,34 @@ def baselines(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, 
     return pooled_scores, local
 
 
-def federated(args: argparse.Namespace, strategy: str, work: Path) -> dict[str, Any]:
-    """(c) one strategy through the Simulation Engine; its final model scored here."""
+def scored_run(
+    overrides: dict[str, Any], hospitals: int, cpus_per_hospital: float, run_dir: Path
+) -> tuple[ChildRun, dict[str, float]]:
+    """One simulation in a child process; its final ``model.keras`` scored on the test split."""
     import keras
 
     from common.config import parse_app_config
     from common.data.site import load_site
     from simulations.runner import run_config_with
 
-    overrides = run_overrides(args, strategy)
     config = parse_app_config(run_config_with(overrides))
-    run = run_simulation_child(
-        overrides, args.hospitals, args.cpus_per_hospital, work / strategy, client="fedclinic"
-    )
+    run = run_simulation_child(overrides, hospitals, cpus_per_hospital, run_dir)
     data = config.data
     test = load_site(Path(data.data_path), data.spec(), "pooled", 0.2, config.seed).test
     model = keras.models.load_model(run.run_dir / "model.keras")
     probabilities = model.predict(test.images, batch_size=256, verbose=0)
+    return run, score(probabilities.astype("float64"), test.labels)
+
+
+def federated(args: argparse.Namespace, strategy: str, work: Path) -> dict[str, Any]:
+    """(c) one strategy through the Simulation Engine; its final model scored here."""
+    run, scores = scored_run(
+        run_overrides(args, strategy), args.hospitals, args.cpus_per_hospital, work / strategy
+    )
     rounds = run.metrics()["rounds"]
     last = rounds[-1]["evaluate"]
     return {
-        **score(probabilities.astype("float64"), test.labels),
+        **scores,
         "rounds": len(rounds),
         "local_epochs": args.local_epochs,
         "federated_evaluate_last_round": {"auc": last.get("auc"), "accuracy": last.get("accuracy")},

@@ -35,7 +35,6 @@ from benchmarks._common import (
     log,
     machine,
     medmnist_overrides,
-    run_simulation_child,
     table,
     write_json,
 )
@@ -144,28 +143,17 @@ def measured_epsilon(mode: str, rounds: list[dict[str, Any]]) -> float | None:
 
 
 def run_point(args: argparse.Namespace, point: dict[str, Any], work: Path) -> dict[str, Any]:
-    import keras
+    from benchmarks.accuracy import scored_run
 
-    from benchmarks.accuracy import score
-    from common.config import parse_app_config
-    from common.data.site import load_site
-    from simulations.runner import run_config_with
-
-    settings = overrides(args, point["dp"])
-    config = parse_app_config(run_config_with(settings))
-    run = run_simulation_child(
-        settings, args.hospitals, args.cpus_per_hospital, work / point["label"]
+    run, scores = scored_run(
+        overrides(args, point["dp"]), args.hospitals, args.cpus_per_hospital, work / point["label"]
     )
-    data = config.data
-    test = load_site(Path(data.data_path), data.spec(), "pooled", 0.2, config.seed).test
-    model = keras.models.load_model(run.run_dir / "model.keras")
-    probabilities = model.predict(test.images, batch_size=256, verbose=0).astype("float64")
     rounds = run.metrics()["rounds"]
     return {
         "mode": point["mode"],
         "epsilon": measured_epsilon(point["mode"], rounds),
         "delta": args.delta,
-        **score(probabilities, test.labels),
+        **scores,
         "label": point["label"],
         "settings": point["dp"],
         "wall_seconds": run.wall_seconds,
