@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
@@ -32,8 +32,11 @@ from common.contract import (
     EPSILON_KEY,
     METRICS_KEY,
     SITE_KEY,
+    SPLIT_KEY,
     WEIGHT_KEY,
+    evaluate_request_problems,
 )
+from common.errors import RunError
 from common.seeding import derive_seed
 
 __all__ = ["ARRAYS_KEY", "CONFIG_KEY", "METRICS_KEY", "app", "build_client_app"]
@@ -77,13 +80,27 @@ def train(msg: Message, context: Context, simulated_sites: SimulatedSites | None
     return Message(content=content, reply_to=msg)
 
 
+class NoValidationSplitError(RunError):
+    """Asked to score the ``val`` split of a hospital that has none."""
+
+    public_reason = "the hospital has no validation split"
+
+
 def evaluate(msg: Message, context: Context, simulated_sites: SimulatedSites | None) -> Message:
+    """Score the global model on the split the request names (``val`` or ``test``)."""
     config = parse_app_config(context.run_config)
+    request = msg.content.config_records.get(CONFIG_KEY, ConfigRecord())
+    problems = evaluate_request_problems(request)
+    if problems:
+        raise RunError(f"evaluate request refused: {'; '.join(problems)}")
     site = resolve_site(context.node_config, config, PROCESS_CACHE, simulated_sites)
+    split = site.val if request[SPLIT_KEY] == "val" else site.test
+    if split is None:
+        raise NoValidationSplitError(f"{site.name} has no validation split")
     trainer = PROCESS_CACHE.trainer(config.model, config.data.spec())
     weights = msg.content.array_records[ARRAYS_KEY].to_numpy_ndarrays()
-    metrics = trainer.evaluate(weights, site.test)
-    record = MetricRecord({WEIGHT_KEY: len(site.test), **metrics})
+    metrics = trainer.evaluate(weights, split)
+    record = MetricRecord({WEIGHT_KEY: len(split), **metrics})
     content = RecordDict({METRICS_KEY: record, SITE_KEY: site.record()})
     return Message(content=content, reply_to=msg)
 

@@ -50,6 +50,10 @@ class Site:
         return self.data.train
 
     @property
+    def val(self) -> Split | None:
+        return self.data.val
+
+    @property
     def test(self) -> Split:
         return self.data.test
 
@@ -101,7 +105,9 @@ def resolve_site(
         name = deployed_site_name(node_config)
         loaded = cache.site(
             ("deployed", str(path), name, data, seed),
-            lambda: load_site(path, data.spec(), name, data.holdout_fraction, seed),
+            lambda: load_site(
+                path, data.spec(), name, data.holdout_fraction, seed, data.val_fraction
+            ),
         )
         # data_kind is None only if the data vanished since loading: the contract then
         # blocks the reply (an empty `data-kind`).

@@ -78,6 +78,7 @@ class FederationConfig(_Settings):
     max_update_norm: float = Field(ge=0.0)
     central_eval_path: str
     checkpoints_keep: int = Field(ge=1)
+    early_stopping_patience: int = Field(ge=0)
     site_registry: str
 
     @model_validator(mode="after")
@@ -158,6 +159,7 @@ class DataConfig(_Settings):
     channels: Literal[1, 3]
     min_examples: int = Field(ge=1)
     holdout_fraction: float = Field(gt=0.0, lt=1.0)
+    val_fraction: float = Field(ge=0.0, lt=1.0)
     synthetic_examples: int = Field(ge=1)
     partitioner: PartitionKind
     dirichlet_alpha: float = Field(gt=0.0)

@@ -12,6 +12,10 @@ A reply holds, and nothing else:
   cumulative ε, when ``dp`` is ``"record"``), and the record ``site``;
 - evaluate: the record ``metrics`` with exactly :data:`EVALUATE_METRICS`, and ``site``.
 
+An evaluate request's ``config`` record holds ``server-round`` and :data:`SPLIT_KEY`, the
+split to score: ``val`` (each round, to choose the best round) or ``test`` (the reported
+scores); nothing else (:func:`evaluate_request_problems`). The reply is the same for both.
+
 ``site`` is a config record with exactly :data:`SITE_FIELDS`: the hospital's name (its
 ``site-name``, ``hospital-N`` in a simulation) and the kind of data it trains on. The
 sizes of its data travel as ``num-examples`` (training images in a train reply,
@@ -44,6 +48,9 @@ EVALUATE_METRICS: tuple[str, ...] = (
     "sensitivity",
     "specificity",
 )
+SPLIT_KEY = "split"
+EVALUATE_SPLITS: tuple[str, ...] = ("val", "test")
+EVALUATE_REQUEST_KEYS: tuple[str, ...] = ("server-round", SPLIT_KEY)
 SITE_NAME = "site-name"
 DATA_KIND = "data-kind"
 SITE_FIELDS: tuple[str, ...] = (SITE_NAME, DATA_KIND)
@@ -146,6 +153,16 @@ def array_layout_problem(arrays: ArrayRecord, reference: ArrayRecord) -> str | N
                 f"the model's is {sent.dtype}{list(sent.shape)}"
             )
     return None
+
+
+def evaluate_request_problems(config: Mapping[str, object]) -> list[str]:
+    """Every way an evaluate request's config breaks the contract (empty: none)."""
+    problem = _exact_keys(f"record `{CONFIG_KEY}` keys", list(config), EVALUATE_REQUEST_KEYS)
+    if problem:
+        return [problem]
+    if config[SPLIT_KEY] not in EVALUATE_SPLITS:
+        return [f"`{SPLIT_KEY}` is not one of {', '.join(EVALUATE_SPLITS)}"]
+    return []
 
 
 def reply_violations(

@@ -26,7 +26,8 @@ from server.checkpoint import (
 from server.loop import run_federation
 from server.privacy import privacy_state, with_hospital_dp
 from server.resume import resume
-from server.run_dir import RunDirectory, resolve_run_dir
+from server.run_dir import LAST_MODEL_FILE, MODEL_FILE, RunDirectory, resolve_run_dir
+from server.selection import ModelSelection
 from server.strategies import build_strategy
 from server.validation import ValidatingStrategy
 
@@ -81,8 +82,9 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
             if split is not None
             else None
         )
+        selection = ModelSelection(patience=fed.early_stopping_patience)
         if fed.resume:  # after every model is built: restoring the RNG state comes last
-            arrays, first_round = resume(run_dir, config, strategy, arrays)
+            arrays, first_round = resume(run_dir, config, strategy, arrays, selection)
 
         def on_round_done(server_round: int, new: ArrayRecord, record: dict[str, Any]) -> None:
             checkpoint = Checkpoint(
@@ -93,6 +95,8 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
                 rng=rng_state(),
                 fit=fit,
                 privacy=privacy_state(strategy),
+                best=None if selection.best is None else selection.best.describe(),
+                best_arrays=None if selection.best is None else selection.best.arrays,
             )
             save_checkpoint(run_dir.path, checkpoint, fed.checkpoints_keep)
             run_dir.add_round(record)
@@ -106,6 +110,7 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
             on_round_done,
             evaluator,
             history=run_dir.rounds,
+            selection=selection,
         )
     except Exception as err:
         message = str(err) if isinstance(err, FedclinicError) else f"{type(err).__name__}: {err}"
@@ -114,13 +119,48 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
             run_dir.finish("failed", message)
             write_report_logged(run_dir.path)
         raise
-    model.set_weights(final.to_numpy_ndarrays())
-    saved = run_dir.save_model(model)
-    run_dir.finish("completed")
+    saved = save_models(run_dir, model, final, selection)
+    run_dir.finish("completed", details=selection_outcome(run_dir, config, selection))
     write_report_logged(run_dir.path)
     log(INFO, "[fedclinic] final model: %s", saved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
     return run_dir.path
+
+
+def save_models(
+    run_dir: RunDirectory, model: Any, last: ArrayRecord, selection: ModelSelection
+) -> Path:
+    """``model-last.keras`` = the last round, ``model.keras`` = the best round by validation
+    AUC (the last round when no round had one); each written atomically."""
+    model.set_weights(last.to_numpy_ndarrays())
+    run_dir.save_model(model, LAST_MODEL_FILE)
+    best = last if selection.best is None else selection.best.arrays
+    model.set_weights(best.to_numpy_ndarrays())
+    return run_dir.save_model(model, MODEL_FILE)
+
+
+def selection_outcome(
+    run_dir: RunDirectory, config: AppConfig, selection: ModelSelection
+) -> dict[str, Any]:
+    """What ``metrics.json``'s outcome says of the chosen model and an early stop."""
+    details: dict[str, Any] = {
+        "best-round": None if selection.best is None else selection.best.describe()
+    }
+    last = run_dir.rounds[-1]["round"] if run_dir.rounds else None
+    if last is not None and last < config.federation.num_server_rounds:
+        details["stopped-early"] = selection.stop_reason(last)
+    if selection.best is None:
+        log(INFO, "[fedclinic] no round had a validation AUC: %s is the last round", MODEL_FILE)
+    else:
+        log(
+            INFO,
+            "[fedclinic] best round by validation AUC: %d (%.4f) -> %s; last round -> %s",
+            selection.best.server_round,
+            selection.best.auc,
+            MODEL_FILE,
+            LAST_MODEL_FILE,
+        )
+    return details
 
 
 def build_validating_strategy(config: AppConfig) -> ValidatingStrategy:

@@ -3,7 +3,8 @@
 After every round the loop writes ``<run-dir>/checkpoints/round-NNNNN.npz`` atomically:
 the global arrays, the round number, the strategy's state (``m_t`` / ``v_t`` /
 ``current_arrays`` of the adaptive strategies, ``momentum_vector`` / ``current_arrays``
-of FedAvgM), the metrics history, the server's random state (Flower samples nodes
+of FedAvgM), the best round by validation AUC and its arrays, the metrics history, the
+server's random state (Flower samples nodes
 with Python's ``random``) and, under hospital-level DP, the privacy accountant's state
 (Flower's ``RdpAccountant.state_dict()``), so a resumed run continues the same ε.
 Arrays are stored as plain ``.npy`` entries and everything else as one JSON string, so
@@ -74,6 +75,8 @@ class Checkpoint:
     rng: dict[str, Any]
     fit: dict[str, Any]
     privacy: dict[str, Any] | None = None  # the DP accountant's state (dp='hospital')
+    best: dict[str, Any] | None = None  # the best round so far (server.selection.BestRound)
+    best_arrays: ArrayRecord | None = None  # its global arrays
 
 
 def fit_of(config: AppConfig) -> dict[str, Any]:
@@ -200,6 +203,12 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep: int) -> Path:
         "rounds": checkpoint.rounds,
         "rng": checkpoint.rng,
         "privacy": checkpoint.privacy,
+        "best": checkpoint.best,
+        "best-arrays": (
+            None
+            if checkpoint.best_arrays is None
+            else _encode("best", checkpoint.best_arrays, arrays)
+        ),
     }
     target = checkpoint_path(run_dir, checkpoint.server_round)
     with atomic_path(target) as tmp, tmp.open("wb") as handle:
@@ -246,6 +255,12 @@ def read_checkpoint(path: Path) -> Checkpoint:
             rng=dict(meta["rng"]),
             fit=dict(meta["fit"]),
             privacy=meta.get("privacy"),
+            best=meta.get("best"),
+            best_arrays=(
+                None
+                if meta.get("best-arrays") is None
+                else _decode("best", meta["best-arrays"], archive)
+            ),
         )
 
 

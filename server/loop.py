@@ -29,13 +29,14 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from common.config import AppConfig
-from common.contract import DATA_KIND, EPSILON_KEY, METRICS_KEY, reported_site
+from common.contract import DATA_KIND, EPSILON_KEY, METRICS_KEY, SPLIT_KEY, reported_site
 from common.errors import RunError
 from common.text import strip_ansi
 from server.checkpoint import checkpoint_remains
 from server.privacy import round_privacy
 from server.records import SiteBook, participation
 from server.registry import SiteRegistry
+from server.selection import ModelSelection
 from server.validation import ValidatingStrategy
 from server.waits import BoundedGrid, required_nodes
 
@@ -196,6 +197,31 @@ def stop_message(
     )
 
 
+def evaluate_split(
+    grid: Grid,
+    strategy: ValidatingStrategy,
+    arrays: ArrayRecord,
+    server_round: int,
+    config: AppConfig,
+    split: str,
+    book: SiteBook,
+    registry: SiteRegistry | None,
+) -> tuple[MetricRecord | None, dict[str, dict[str, Any]]]:
+    """Score ``arrays`` on the hospitals' ``split`` (``val`` or ``test``): the aggregate
+    metrics and every sampled node's outcome."""
+    request = ConfigRecord({SPLIT_KEY: split})
+    sent, replies = _exchange(
+        grid, lambda g: strategy.configure_evaluate(server_round, arrays, request, g), config
+    )
+    metrics = strategy.aggregate_evaluate(server_round, replies)
+    rejected = strategy.rejected(server_round, MessageType.EVALUATE)
+    if registry is not None and sent:
+        book.learn_registered(registry.names(grid))
+    phase = "validation" if split == "val" else "evaluate"
+    nodes = per_node(phase, sent, replies, rejected, book, config.federation.round_timeout)
+    return metrics, nodes
+
+
 def run_round(
     grid: Grid,
     strategy: ValidatingStrategy,
@@ -229,25 +255,20 @@ def run_round(
         raise RunError(
             stop_message(server_round, train_nodes, fed.min_train_nodes, config.privacy.dp)
         )
-    eval_sent, eval_replies = _exchange(
-        grid,
-        lambda g: strategy.configure_evaluate(server_round, new_arrays, ConfigRecord(), g),
-        config,
+    val_metrics, val_nodes = evaluate_split(
+        grid, strategy, new_arrays, server_round, config, "val", book, registry
     )
-    evaluate_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
-    eval_rejected = strategy.rejected(server_round, MessageType.EVALUATE)
-    if registry is not None and eval_sent:
-        book.learn_registered(registry.names(grid))
-    eval_nodes = per_node(
-        "evaluate", eval_sent, eval_replies, eval_rejected, book, fed.round_timeout
+    evaluate_metrics, eval_nodes = evaluate_split(
+        grid, strategy, new_arrays, server_round, config, "test", book, registry
     )
     record: dict[str, Any] = {
         "round": server_round,
         # a mean of the hospitals' ε means nothing: each one's is in its node record
         "train": {k: v for k, v in json_metrics(train_metrics).items() if k != EPSILON_KEY},
+        "validation": json_metrics(val_metrics),
         "evaluate": json_metrics(evaluate_metrics),
         "participation": counts,
-        "nodes": {"train": train_nodes, "evaluate": eval_nodes},
+        "nodes": {"train": train_nodes, "validation": val_nodes, "evaluate": eval_nodes},
     }
     privacy = round_privacy(strategy, config, train_nodes)
     if privacy is not None:
@@ -267,11 +288,14 @@ def run_federation(
     on_round_done: RoundDone,
     central_eval: CentralEval | None = None,
     history: Iterable[Mapping[str, Any]] = (),
+    selection: ModelSelection | None = None,
 ) -> ArrayRecord:
     """Run rounds ``first_round..num-server-rounds``; return the final global arrays.
 
     ``on_round_done(round, arrays, record)`` persists each round (checkpoint, metrics);
-    ``history`` (the rounds a resumed run restored) supplies the names known so far.
+    ``history`` (the rounds a resumed run restored) supplies the names known so far;
+    ``selection`` keeps the best round by validation AUC (before ``on_round_done``, so the
+    checkpoint holds it) and may stop the run early (``early-stopping-patience``).
     """
     rounds = config.federation.num_server_rounds
     registry = SiteRegistry.load(config.federation.site_registry)
@@ -282,8 +306,14 @@ def run_federation(
             grid, strategy, arrays, server_round, config, central_eval, book, registry
         )
         arrays = outcome.arrays
+        if selection is not None:
+            selection.observe(server_round, arrays, outcome.record)
         on_round_done(server_round, arrays, outcome.record)
         log(INFO, "%s", round_summary(outcome.record, rounds))
+        stop = None if selection is None else selection.stop_reason(server_round)
+        if stop is not None:
+            log(INFO, "[fedclinic] %s", stop)
+            break
     return arrays
 
 
@@ -299,11 +329,13 @@ def round_summary(record: dict[str, Any], total_rounds: int) -> str:
     central_text = (
         f" | central: {fmt(central, ('loss', 'accuracy', 'auc'))}" if central is not None else ""
     )
+    validation = record.get("validation")
+    val_text = f" | validation: {fmt(validation, ('loss', 'auc'))}" if validation else ""
     return (
         f"[fedclinic] round {record['round']}/{total_rounds} ({record['seconds']:.1f} s, "
         f"{counts['ok']}/{counts['sampled']} hospitals trained, {counts['failed']} failed, "
         f"{counts['timeout']} timed out, {counts['rejected']} rejected) | train: "
-        f"{fmt(record['train'], ('loss', 'accuracy'))} | evaluate: "
+        f"{fmt(record['train'], ('loss', 'accuracy'))}{val_text} | evaluate: "
         f"{fmt(record['evaluate'], ('loss', 'accuracy', 'auc', 'sensitivity', 'specificity'))}"
         f"{central_text}{privacy_text(record.get('privacy'))}"
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from common.errors import ConfigError, invalid_value
 from common.files import atomic_path
-from server.records import PHASES, names_of, natural_key, participation
+from server.records import PHASES, fallback_name, names_of, natural_key, participation
 from server.report_classes import class_names, multiclass_note, per_class_rows
 from server.report_plots import (
     plot_confusion,
@@ -29,7 +29,7 @@ from server.report_settings import (
     hospitals,
     simulation_settings,
 )
-from server.run_dir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
+from server.run_dir import CONFIG_FILE, LAST_MODEL_FILE, METRICS_FILE, MODEL_FILE
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -103,11 +103,48 @@ def _status_lines(config: dict[str, Any], metrics: dict[str, Any], run_dir: Path
     lines = [f"**Status: {outcome['status']}** — {done} of {planned} rounds recorded."]
     if outcome.get("message"):
         lines.append(f"\n> {outcome['message']}")
+    if outcome.get("stopped-early"):
+        lines.append(f"\n> {outcome['stopped-early'][0].upper()}{outcome['stopped-early'][1:]}.")
     model = run_dir / MODEL_FILE
     lines.append(
         f"\nFinal model: `{MODEL_FILE}`" if model.is_file() else "\nNo final model was saved."
     )
+    if model.is_file() and "best-round" in outcome:
+        lines[-1] += _chosen_text(outcome["best-round"], done)
     return lines
+
+
+def _chosen_text(best: dict[str, Any] | None, last: int) -> str:
+    """Which round each saved model is (``best`` from ``metrics.json``'s outcome)."""
+    if best is None:
+        return f" = round {last}, the last (no round had a validation AUC)."
+    return (
+        f" = round {best['round']}, the best validation AUC ({_num(best['validation-auc'])}); "
+        f"`{LAST_MODEL_FILE}` = round {last}, the last."
+    )
+
+
+def _best_lines(rounds: list[dict[str, Any]], outcome: dict[str, Any]) -> list[str]:
+    """The best round's validation and held-out scores: what ``model.keras`` scores."""
+    best = outcome.get("best-round")
+    chosen = [r for r in rounds if best is not None and r["round"] == best["round"]]
+    if not chosen:
+        return []
+    record = chosen[0]
+    rows = [
+        [key, _num((record.get("validation") or {}).get(key)), _num(record["evaluate"].get(key))]
+        for key in ROUND_COLUMNS
+    ]
+    header = ["metric", "hospitals (validation)", "hospitals (held-out data)"]
+    return [
+        f"## Best round by validation AUC (`{MODEL_FILE}`)",
+        "",
+        f"Round {record['round']}; the held-out scores are for reporting only, the round "
+        "was chosen on validation:",
+        "",
+        *_table(header, rows),
+        "",
+    ]
 
 
 def _final_lines(rounds: list[dict[str, Any]], names: list[str]) -> list[str]:
@@ -135,6 +172,7 @@ def _final_lines(rounds: list[dict[str, Any]], names: list[str]) -> list[str]:
 
 def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
     header = ["round", "seconds", "trained", "failed", "timed out", "rejected"]
+    header += ["val auc"]
     header += [f"eval {k}" for k in ("loss", "accuracy", "auc")] + ["central accuracy"]
     rows = []
     for r in rounds:
@@ -142,6 +180,7 @@ def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
         rows.append(
             [str(r["round"]), _num(r.get("seconds")), f"{c['ok']}/{c['sampled']}"]
             + [str(c[s]) for s in ("failed", "timeout", "rejected")]
+            + [_num((r.get("validation") or {}).get("auc"))]
             + [_num(r["evaluate"].get(k)) for k in ("loss", "accuracy", "auc")]
             + [_num((r.get("central") or {}).get("accuracy"))]
         )
@@ -149,14 +188,18 @@ def _round_lines(rounds: list[dict[str, Any]]) -> list[str]:
 
 
 def _problem_lines(rounds: list[dict[str, Any]]) -> list[str]:
-    names = names_of(rounds)
+    known = names_of(rounds)
+
+    def name(node: str) -> str:  # a node seen only in validation keeps its id's name
+        return known.get(node, fallback_name(node))
+
     lines = [
-        f"- round {r['round']}, {phase}, {names[node]}: **{outcome['status']}** — "
+        f"- round {r['round']}, {phase}, {name(node)}: **{outcome['status']}** — "
         f"{outcome.get('reason', '')}"
         for r in rounds
-        for phase in PHASES
+        for phase in (PHASES[0], "validation", *PHASES[1:])
         for node, outcome in sorted(
-            r["nodes"][phase].items(), key=lambda item: natural_key(names[item[0]])
+            r["nodes"].get(phase, {}).items(), key=lambda item: natural_key(name(item[0]))
         )
         if outcome["status"] != "ok"
     ]
@@ -221,6 +264,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         *_settings_lines(config, rounds),
         "",
+        *_best_lines(rounds, metrics.get("outcome", {})),
         "## Final global model",
         "",
         *_final_lines(rounds, class_names(config)),

@@ -27,13 +27,18 @@ from server.checkpoint import (
 )
 from server.privacy import restore_privacy_state
 from server.run_dir import METRICS_FILE, RunDirectory
+from server.selection import ModelSelection
 
 
 def resume(
-    run_dir: RunDirectory, config: AppConfig, strategy: Strategy, arrays: ArrayRecord
+    run_dir: RunDirectory,
+    config: AppConfig,
+    strategy: Strategy,
+    arrays: ArrayRecord,
+    selection: ModelSelection | None = None,
 ) -> tuple[ArrayRecord, int]:
     """The global arrays and first round to run; restores strategy, DP accountant,
-    history and RNG."""
+    best round (into ``selection``), history and RNG."""
     folder = run_dir.path / CHECKPOINT_DIR
     for stale in folder.glob(".round-*"):
         stale.unlink(missing_ok=True)  # temporaries of a write that was killed
@@ -51,6 +56,8 @@ def resume(
     check_fit(path, checkpoint, config, arrays)
     restore_strategy_state(strategy, checkpoint.strategy_state)
     restore_privacy_state(strategy, checkpoint.privacy, str(path))
+    if selection is not None:
+        selection.restore(checkpoint.best, checkpoint.best_arrays)
     restore_rng_state(checkpoint.rng)
     for unreadable, why in scan.unreadable:
         set_aside(unreadable, why)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.keras"
+MODEL_FILE = "model.keras"  # the best round by validation AUC (the last without one)
+LAST_MODEL_FILE = "model-last.keras"  # the last round
 
 
 def resolve_run_dir(run_dir: str, strategy: str, cwd: Path) -> Path:
@@ -79,11 +80,13 @@ class RunDirectory:
         write_atomic(target, copy)
         return target
 
-    def finish(self, status: str, message: str = "") -> None:
-        """Record the outcome, unless a resumed run failed before loading its history."""
+    def finish(self, status: str, message: str = "", details: dict[str, Any] | None = None) -> None:
+        """Record the outcome (with ``details``: e.g. the best round), unless a resumed run
+        failed before loading its history."""
         if not self.owns_metrics:
             return
         self.outcome = {"status": status, "message": message} if message else {"status": status}
+        self.outcome.update(details or {})
         self.write_metrics()
 
     def write_metrics(self) -> None:
@@ -91,7 +94,7 @@ class RunDirectory:
             self.path / METRICS_FILE, {"rounds": self.rounds, "outcome": self.outcome}
         )
 
-    def save_model(self, model: keras.Model) -> Path:
-        target = self.path / MODEL_FILE
+    def save_model(self, model: keras.Model, name: str = MODEL_FILE) -> Path:
+        target = self.path / name
         write_atomic(target, lambda tmp: model.save(tmp))
         return target

@@ -4,7 +4,7 @@ A simulated hospital is a Flower virtual SuperNode; Flower gives it ``partition-
 and ``num-partitions``. With ``dataset = "synthetic"`` each hospital generates its own
 images (its own scanner intensity, contrast, noise, prevalence and size). With a
 MedMNIST file or an image folder, the training split is divided with the configured
-partitioner (label or quantity skew) and the held-out split IID, so every hospital's
+partitioner (label or quantity skew) and the held-out and validation splits IID, so every hospital's
 evaluation sees both classes and the examples-weighted federated metrics estimate the
 metrics on the whole held-out split.
 
@@ -40,7 +40,12 @@ def simulated_hospital(
         return site
     name = hospital_name(partition_id)
     pooled = site_from_splits(
-        name, load_splits(Path(data.data_path), spec, name), spec, data.holdout_fraction, seed
+        name,
+        load_splits(Path(data.data_path), spec, name),
+        spec,
+        data.holdout_fraction,
+        seed,
+        data.val_fraction,
     )
     return split_for_hospital(pooled, data, seed, partition_id, num_partitions)
 
@@ -53,11 +58,16 @@ def split_for_hospital(
         pooled.train.labels, num_partitions, data.partitioner, data.dirichlet_alpha, seed
     )
     test_parts = partition_indices(pooled.test.labels, num_partitions, "iid", 1.0, seed)
+    val = None
+    if pooled.val is not None:
+        val_parts = partition_indices(pooled.val.labels, num_partitions, "iid", 1.0, seed)
+        val = pooled.val.take(val_parts[partition_id])
     site = SiteData(
         name=hospital_name(partition_id),
         class_names=pooled.class_names,
         train=pooled.train.take(train_parts[partition_id]),
         test=pooled.test.take(test_parts[partition_id]),
+        val=val if val is not None and len(val) else None,
     )
     check_min_examples(site, data.spec())
     return site

@@ -61,7 +61,11 @@ def request(message_type: str) -> Message:
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.get_weights()),
-            "config": ConfigRecord({**train, "server-round": 1}),
+            "config": ConfigRecord(
+                {**train, "server-round": 1}
+                if message_type == MessageType.TRAIN
+                else {"split": "test", "server-round": 1}
+            ),
         }
     )
     return Message(content=content, dst_node_id=1, message_type=message_type)

@@ -152,7 +152,7 @@ def test_faulty_replies_are_rejected_and_a_slow_hospital_times_out(tmp_path: Pat
 
     assert completed.returncode == 0, completed.stderr[-4000:]
     run = metrics(run_dir)
-    assert run["outcome"] == {"status": "completed"}
+    assert run["outcome"]["status"] == "completed"
     rounds = run["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     for record in rounds:
@@ -235,7 +235,7 @@ def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(
     assert "resuming after round 1" in resumed.stderr
     final = metrics(run_dir)
     assert [r["round"] for r in final["rounds"]] == [1, 2]
-    assert final["outcome"] == {"status": "completed"}
+    assert final["outcome"]["status"] == "completed"
     reference = reference_out / "run"
     for got, expected in zip(final_weights(run_dir), final_weights(reference), strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-4)

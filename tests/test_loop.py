@@ -108,7 +108,7 @@ def test_round_aggregates_the_valid_updates_and_records_every_node() -> None:
         "metrics": {"num-examples": 10, "loss": 0.5, "accuracy": 0.75},
     }  # fmt: skip
     assert record["evaluate"]["loss"] == pytest.approx((1.0 + 3.0 + 1.0) / 3)
-    assert grid.timeouts == [7.0, 7.0]
+    assert grid.timeouts == [7.0, 7.0, 7.0]  # train, validation, evaluate
 
 
 @pytest.mark.usefixtures("task_identity")

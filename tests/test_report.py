@@ -94,7 +94,7 @@ def test_report_with_central_evaluation(tmp_path: Path) -> None:
     text = report.read_text()
     assert "**Status: completed** — 2 of 3 rounds recorded." in text
     assert "![Confusion matrix on the central set (final round)](plots/confusion.png)" in text
-    assert "| 2 | 1.5000 | 2/3 | 0 | 0 | 1 | 0.3000 | 0.6000 | n/a | 0.7500 |" in text
+    assert "| 2 | 1.5000 | 2/3 | 0 | 0 | 1 | n/a | 0.3000 | 0.6000 | n/a | 0.7500 |" in text
     assert "- round 1, train, hospital-10: **failed** — failed reason" in text
     assert "- round 2, evaluate, hospital-2: **timeout** — timeout reason" in text
     assert "No final model was saved." in text

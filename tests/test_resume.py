@@ -127,13 +127,14 @@ def test_resume_past_unreadable_checkpoints_keeps_them_and_the_old_metrics(
     grid = run_rounds(run_dir, rounds=4, resume=True, keep=1)
 
     assert rounds_in(run_dir) == [1, 2, 3, 4]  # rounds 3 and 4 ran after round 2's checkpoint
-    assert len(grid.timeouts) == 2 * 2  # train and evaluate of rounds 3 and 4
+    assert len(grid.timeouts) == 2 * 3  # train, validation and evaluate of rounds 3 and 4
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("*.npz")) == ["round-00004.npz"]
     assert (checkpoints / "unreadable" / "round-00003.npz").read_bytes() == b"broken"
     kept = list(run_dir.glob("metrics.before-resume-*.json"))
     assert [p.read_bytes() for p in kept] == [old_metrics]
-    assert json.loads((run_dir / "metrics.json").read_text())["outcome"] == {"status": "completed"}
+    outcome = json.loads((run_dir / "metrics.json").read_text())["outcome"]
+    assert outcome == {"status": "completed", "best-round": {"round": 1, "validation-auc": 0.5}}
 
 
 class RenamedMomentFedAdam(FedAdam):

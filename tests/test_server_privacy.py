@@ -121,7 +121,7 @@ def test_resume_continues_the_same_epsilon(tmp_path: Path) -> None:
 
     straight = metrics(tmp_path / "straight")["rounds"][-1]["privacy"]["epsilon"]
     resumed = metrics(tmp_path / "resumed")["rounds"][-1]["privacy"]["epsilon"]
-    assert len(grid.timeouts) == 2  # only round 3 ran (train and evaluate)
+    assert len(grid.timeouts) == 3  # only round 3 ran (train, validation and evaluate)
     assert resumed == straight == pytest.approx(oracle_epsilon(1.2, 3), rel=1e-9)
     saved = read_checkpoint(checkpoint_path(tmp_path / "resumed", 3)).privacy
     assert saved is not None
@@ -159,7 +159,7 @@ def test_budget_exhaustion_ends_the_run_in_one_line_and_keeps_the_checkpoint(
         run_hospital_dp(run_dir, rounds=4, grid=grid, dp_noise_multiplier=sigma, dp_epsilon=target)
 
     assert str(caught.value) == expected
-    assert len(grid.timeouts) == 2 * 2  # round 3 sent nothing
+    assert len(grid.timeouts) == 2 * 3  # round 3 sent nothing
     assert [p.name for p in list_checkpoints(run_dir)] == ["round-00002.npz", "round-00001.npz"]
     assert metrics(run_dir)["outcome"] == {"status": "failed", "message": expected}
 

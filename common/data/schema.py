@@ -50,7 +50,8 @@ class Split:
 
 @dataclass(frozen=True)
 class SiteData:
-    """A hospital's validated data. ``test`` is the held-out split used for evaluation."""
+    """A hospital's validated data. ``val`` (None: the hospital has none) scores the global
+    model each round to choose the best round; ``test`` is for the reported scores."""
 
     name: str
     class_names: tuple[str, ...]

@@ -48,30 +48,57 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     return mask
 
 
+def validation_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The validation mask of a training split: :func:`stratified_holdout` drawn with its own
+    seed stream, at least one image whenever the split has two or more (so that a small
+    hospital still validates), never all of them."""
+    mask = stratified_holdout(labels, fraction, seed + 1)
+    if labels.shape[0] >= 2 and not mask.any():
+        rng = np.random.default_rng(seed + 1)
+        mask[int(rng.integers(labels.shape[0]))] = True
+    return mask
+
+
+def split_off_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    """(what remains for training, the validation split); None when nothing can be held out."""
+    held = validation_holdout(train.labels, fraction, seed)
+    if not held.any():
+        return train, None
+    return train.take(np.flatnonzero(~held)), train.take(np.flatnonzero(held))
+
+
 def site_from_splits(
     name: str,
     splits: dict[str, Split],
     spec: DataSpec,
     holdout_fraction: float,
     seed: int,
+    val_fraction: float = 0.0,
 ) -> SiteData:
-    """Assemble a site; without a ``test`` split, hold out part of ``train`` for it."""
+    """Assemble a site; without a ``test`` split, hold out part of ``train`` for it; without
+    a ``val`` split, hold out ``val_fraction`` of the rest of ``train`` for validation
+    (:func:`validation_holdout`; 0: no validation split)."""
     if "train" not in splits:
         raise DataError(name, ["no `train` split found"])
-    train, test = splits["train"], splits.get("test")
+    train, test, val = splits["train"], splits.get("test"), splits.get("val")
     if test is None:
         held = stratified_holdout(train.labels, holdout_fraction, seed)
         train, test = train.take(np.flatnonzero(~held)), train.take(np.flatnonzero(held))
-    site = SiteData(
-        name=name, class_names=spec.class_names, train=train, test=test, val=splits.get("val")
-    )
+    if val is None and val_fraction > 0.0:
+        train, val = split_off_validation(train, val_fraction, seed)
+    site = SiteData(name=name, class_names=spec.class_names, train=train, test=test, val=val)
     check_min_examples(site, spec)
     return site
 
 
 def load_site(
-    path: Path, spec: DataSpec, site_name: str, holdout_fraction: float, seed: int
+    path: Path,
+    spec: DataSpec,
+    site_name: str,
+    holdout_fraction: float,
+    seed: int,
+    val_fraction: float = 0.0,
 ) -> SiteData:
     return site_from_splits(
-        site_name, load_splits(path, spec, site_name), spec, holdout_fraction, seed
+        site_name, load_splits(path, spec, site_name), spec, holdout_fraction, seed, val_fraction
     )

@@ -113,20 +113,30 @@ def generate_images(
 
 
 def synthetic_site(seed: int, hospital: int, base_examples: int, spec: DataSpec) -> SiteData:
-    """Hospital ``hospital``'s train and test splits; identical for identical arguments."""
+    """Hospital ``hospital``'s train, test and val splits; identical for identical arguments.
+
+    ``val`` (as large as ``test``) is drawn after the others, so they do not depend on it."""
     _check_spec(spec)
     profile = hospital_profile(seed, hospital, base_examples)
     rng = np.random.default_rng([seed, hospital, 1])
     name = f"hospital-{hospital}"
     splits = {}
-    for split, count in (("train", profile.num_train), ("test", profile.num_test)):
+    for split, count in (
+        ("train", profile.num_train),
+        ("test", profile.num_test),
+        ("val", profile.num_test),
+    ):
         labels = synthetic_labels(
             rng, max(count, spec.min_examples), profile.prevalence, spec.num_classes
         )
         images = generate_images(rng, labels, profile, spec)
         splits[split] = make_split(images, labels, spec, where=f"synthetic:{name}:{split}")
     return SiteData(
-        name=name, class_names=spec.class_names, train=splits["train"], test=splits["test"]
+        name=name,
+        class_names=spec.class_names,
+        train=splits["train"],
+        test=splits["test"],
+        val=splits["val"],
     )
 
 
