@@ -44,7 +44,7 @@ def add_federation_args(parser: argparse.ArgumentParser, rounds: int, out: str) 
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew alpha")
     parser.add_argument("--rounds", type=int, default=rounds, help="federation rounds")
     parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
-    parser.add_argument("--model", default="cnn", choices=["cnn", "cnn-small"])
+    parser.add_argument("--model", default="cnn", choices=["cnn", "cnn-small", "resnet-gn"])
     parser.add_argument("--work-dir", default="", help="run directories (default: a temp dir)")
     parser.add_argument("--out", default=out, help="JSON results file")
 

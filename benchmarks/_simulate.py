@@ -34,8 +34,10 @@ def main(spec: dict[str, Any]) -> int:
         },
     )
     metrics = Path(run_config["run-dir"]) / "metrics.json"
-    rounds = json.loads(metrics.read_text("utf-8"))["rounds"] if metrics.is_file() else []
-    if len(rounds) != run_config["num-server-rounds"]:
+    payload = json.loads(metrics.read_text("utf-8")) if metrics.is_file() else {}
+    rounds = payload.get("rounds", [])
+    stopped_early = "stopped-early" in payload.get("outcome", {})
+    if len(rounds) != run_config["num-server-rounds"] and not stopped_early:
         print(f"expected {run_config['num-server-rounds']} rounds, got {len(rounds)}")
         return 1
     return 0

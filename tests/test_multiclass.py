@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.accuracy import score
+from benchmarks._baselines import score
 from client.training import LocalTrainer
 from common.data.schema import DataSpec, Split
 from common.data.synthetic import synthetic_site
