@@ -39,27 +39,36 @@ class SiteReport:
 
 
 def check_site(
-    path: Path, spec: DataSpec, site_name: str, holdout_fraction: float, seed: int
+    path: Path,
+    spec: DataSpec,
+    site_name: str,
+    holdout_fraction: float,
+    seed: int,
+    val_fraction: float = 0.0,
 ) -> SiteReport:
-    """Validate the data at ``path`` as the ClientApp would; never raises :class:`DataError`."""
+    """Validate the data at ``path`` as the ClientApp would; never raises :class:`DataError`.
+    The summary lists the splits the ClientApp will use, held-out ones included."""
     try:
         splits = load_splits(path, spec, site_name)
     except DataError as error:
         return SiteReport(path, site_name, spec, problems=error.problems)
     summaries = [_summary(name, split, spec) for name, split in splits.items()]
     try:
-        site = site_from_splits(site_name, splits, spec, holdout_fraction, seed)
+        site = site_from_splits(site_name, splits, spec, holdout_fraction, seed, val_fraction)
     except DataError as error:
         return SiteReport(path, site_name, spec, summaries, error.problems)
-    if "test" not in splits:  # the ClientApp holds part of `train` out for evaluation
-        summaries = _held_out(site, spec)
+    if "test" not in splits or ("val" not in splits and site.val is not None):
+        summaries = _held_out(site, spec, splits)  # the ClientApp holds part of `train` out
     return SiteReport(path, site_name, spec, summaries)
 
 
-def _held_out(site: SiteData, spec: DataSpec) -> list[SplitSummary]:
-    named = [("train", site.train), ("test (held out)", site.test)]
+def _held_out(site: SiteData, spec: DataSpec, found: dict[str, Split]) -> list[SplitSummary]:
+    def label(name: str) -> str:
+        return name if name in found else f"{name} (held out)"
+
+    named = [("train", site.train), (label("test"), site.test)]
     if site.val is not None:
-        named.insert(1, ("val", site.val))
+        named.insert(1, (label("val"), site.val))
     return [_summary(name, split, spec) for name, split in named]
 
 

@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     check.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (colour)")
     check.add_argument("--min-examples", type=int, help="fewest train and held-out images")
     check.add_argument("--holdout-fraction", type=float, help="held-out share without test/")
+    check.add_argument("--val-fraction", type=float, help="validation share without val/")
     check.add_argument("--seed", type=int, help="seeds the held-out split")
     check.add_argument("--manifest", type=Path, help="the app's pyproject.toml")
     check.set_defaults(handler=run_check)
@@ -64,7 +65,10 @@ def run_check(args: argparse.Namespace) -> int:
     config = _data_config(args)
     path = args.data_path.expanduser().resolve()
     name = args.site_name or path.stem
-    report = check_site(path, config.data.spec(), name, config.data.holdout_fraction, config.seed)
+    data = config.data
+    report = check_site(
+        path, data.spec(), name, data.holdout_fraction, config.seed, data.val_fraction
+    )
     _print_report(report, Console(soft_wrap=True), Console(stderr=True, soft_wrap=True))
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
@@ -99,7 +103,14 @@ def _data_config(args: argparse.Namespace) -> Any:
     if not manifest.is_file():
         raise ConfigError(invalid_value("--manifest", "the app's pyproject.toml", str(manifest)))
     values = declared_defaults(manifest)
-    for key in ("class_names", "image_size", "channels", "min_examples", "holdout_fraction"):
+    for key in (
+        "class_names",
+        "image_size",
+        "channels",
+        "min_examples",
+        "holdout_fraction",
+        "val_fraction",
+    ):
         if getattr(args, key) is not None:
             values[key.replace("_", "-")] = getattr(args, key)
     if args.seed is not None:

@@ -99,6 +99,29 @@ def test_folder_without_test_split_reports_the_held_out_part(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
+    ("with_test", "expected"),
+    [
+        (True, ["train", "val (held out)", "test"]),
+        (False, ["train", "val (held out)", "test (held out)"]),
+    ],
+)
+def test_val_fraction_reports_the_validation_part_the_client_app_holds_out(
+    tmp_path: Path, with_test: bool, expected: list[str]
+) -> None:
+    # Prepare
+    root = _good_folder(tmp_path / "site", with_test=with_test, examples=120)
+
+    # Execute
+    report = check_site(root, SPEC, "site", 0.2, CONFIG.seed, val_fraction=0.1)
+
+    # Assert
+    assert report.ok
+    assert [s.name for s in report.splits] == expected
+    train, val = report.splits[0], report.splits[1]
+    assert val.examples == round(0.1 * (train.examples + val.examples))
+
+
+@pytest.mark.parametrize(
     "breaks",
     [_unreadable_file, _unknown_class, _empty_split],
     ids=["unreadable-file", "unknown-class-folder", "empty-split"],
