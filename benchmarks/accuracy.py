@@ -69,6 +69,7 @@ STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
     "krum": {"num-malicious-nodes": 0},
     "multikrum": {"num-malicious-nodes": 0, "num-nodes-to-select": 2},
     "bulyan": {"num-malicious-nodes": 0},
+    "centeredclip": {"clip-radius": 1.0, "clip-iterations": 1},  # ours, not Flower's
 }
 
 

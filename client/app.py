@@ -24,6 +24,7 @@ from client.privacy import (
     ledger_lock,
     plan_round,
 )
+from client.simulated_faults import simulated_faults
 from client.site import SimulatedSites, resolve_site
 from common.config import parse_app_config, parse_train_config
 from common.contract import (
@@ -116,7 +117,9 @@ def build_client_app(
     point, see :mod:`client.site`). ``mods`` run inside the privacy mods, next to the
     handlers, so whatever they change is still checked before a reply leaves.
     ``context_mods`` run outside them and only set up the context every mod sees (a
-    simulation's run config, :func:`simulations.runner.with_run_config`).
+    simulation's run config, :func:`simulations.runner.with_run_config`). Without
+    ``simulated_sites`` a simulated node's faults come from the installed entry point
+    (:mod:`client.simulated_faults`).
     """
 
     def on_train(msg: Message, context: Context) -> Message:
@@ -125,7 +128,8 @@ def build_client_app(
     def on_evaluate(msg: Message, context: Context) -> Message:
         return evaluate(msg, context, simulated_sites)
 
-    client_app = ClientApp(mods=[*context_mods, contain_errors, only_weights_leave, *mods])
+    inner = [*mods] if simulated_sites is not None else [*mods, simulated_faults]
+    client_app = ClientApp(mods=[*context_mods, contain_errors, only_weights_leave, *inner])
     client_app.train(mods=[hospital_dp_clipping])(on_train)
     client_app.evaluate()(on_evaluate)
     return client_app

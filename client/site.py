@@ -21,7 +21,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, UserConfig
 
 from client.cache import ProcessCache
-from common.config import AppConfig, DataConfig
+from common.config import AdversaryConfig, AppConfig, DataConfig
 from common.contract import DATA_KIND, SITE_NAME, SITE_NAME_PATTERN
 from common.data.schema import SiteData, Split
 from common.data.site import data_kind, load_site
@@ -30,8 +30,9 @@ from common.errors import ConfigError, invalid_value
 SITE_RESOLVER_GROUP = "fedclinic.site_resolvers"
 SIMULATED_RESOLVER = "simulated"
 
-SimulatedSites = Callable[[DataConfig, int, int, int], SiteData]
-"""``(data, seed, partition_id, num_partitions)`` → the data of that simulated hospital."""
+SimulatedSites = Callable[[DataConfig, int, int, int, AdversaryConfig], SiteData]
+"""``(data, seed, partition_id, num_partitions, adversary)`` → the data of that simulated
+hospital (``adversary``: a ``label-flip`` attacker's labels are flipped)."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,10 @@ def resolve_site(
         partition_id = int(node_config["partition-id"])
         num_partitions = int(node_config["num-partitions"])
         load = simulated_sites or registered_simulated_sites()
+        adversary = config.adversary
         loaded = cache.site(
-            ("simulated", load, partition_id, num_partitions, data, seed),
-            lambda: load(data, seed, partition_id, num_partitions),
+            ("simulated", load, partition_id, num_partitions, data, seed, adversary),
+            lambda: load(data, seed, partition_id, num_partitions, adversary),
         )
         return Site(loaded, f"simulated-{data.dataset}")
     raise ConfigError(

@@ -31,6 +31,7 @@ StrategyName = Literal[
     "krum",
     "multikrum",
     "bulyan",
+    "centeredclip",
 ]
 ModelName = Literal["cnn", "cnn-small", "resnet-gn"]
 DPMode = Literal["off", "record", "hospital"]
@@ -39,6 +40,7 @@ LocalOptimizer = Literal["adam", "sgd"]
 # (flwr/serverapp/strategy/dp_fixed_clipping.py): these strategies use it unchanged.
 HOSPITAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 DatasetKind = Literal["synthetic", "medmnist", "folder"]
+AttackName = Literal["none", "sign-flip", "scaling", "label-flip", "gaussian", "alie"]
 # The smallest image the synthetic generator makes: common/data/synthetic.py refuses smaller
 # ones on every hospital, so the config refuses them first (tests/test_config.py checks both agree).
 SYNTHETIC_MIN_IMAGE_SIZE = 16
@@ -70,6 +72,8 @@ class FederationConfig(_Settings):
     server_eta: float = Field(gt=0.0)
     server_tau: float = Field(gt=0.0)
     trim_beta: float = Field(ge=0.0, lt=0.5)
+    clip_radius: float = Field(gt=0.0)
+    clip_iterations: int = Field(ge=1)
     num_malicious_nodes: int = Field(ge=0)
     num_nodes_to_select: int = Field(ge=1)
     run_dir: str
@@ -209,6 +213,22 @@ class DataConfig(_Settings):
         )
 
 
+class AdversaryConfig(_Settings):
+    """Simulated attackers and unreliable hospitals (simulations only: the code that acts on
+    these lives in ``simulations/``; README "Adversarial and unreliable hospitals").
+
+    ``attack-fraction`` < 0.5: the honest hospitals stay a majority (what every robust
+    aggregator assumes, and what ALIE's z needs).
+    """
+
+    attack: AttackName
+    attack_fraction: float = Field(ge=0.0, lt=0.5)
+    attack_scale: float = Field(gt=0.0)
+    dropout_rate: float = Field(ge=0.0, lt=1.0)
+    straggler_rate: float = Field(ge=0.0, lt=1.0)
+    straggler_delay: float = Field(ge=0.0)
+
+
 class AppConfig(_Settings):
     """Everything one run needs, parsed from ``context.run_config``."""
 
@@ -216,6 +236,7 @@ class AppConfig(_Settings):
     train: TrainConfig
     data: DataConfig
     privacy: PrivacySettings
+    adversary: AdversaryConfig
     model: ModelName
     seed: int = Field(ge=0)
 
@@ -256,6 +277,7 @@ def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
         "train": _section(TrainConfig, run_config),
         "data": _section(DataConfig, run_config),
         "privacy": _section(PrivacySettings, run_config),
+        "adversary": _section(AdversaryConfig, run_config),
     }
     return _validate(
         AppConfig,

@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.config import AppConfig, parse_app_config
 from common.errors import ConfigError, FedclinicError, invalid_value
 from common.quiet import import_keras
+from server.adversaries import Adversary, AdversaryFactory, adversary_for, attackers_outcome
 from server.central_eval import CentralEvaluator, load_central_split
 from server.checkpoint import (
     Checkpoint,
@@ -29,6 +30,7 @@ from server.resume import resume
 from server.run_dir import LAST_MODEL_FILE, MODEL_FILE, RunDirectory, resolve_run_dir
 from server.selection import ModelSelection
 from server.strategies import build_strategy
+from server.tensorboard import RoundScalars
 from server.validation import ValidatingStrategy
 
 
@@ -47,7 +49,15 @@ def run(grid: Grid, context: Context) -> None:
     federate(grid, config, dict(context.run_config), Path.cwd())
 
 
-def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path) -> Path:
+def federate(
+    grid: Grid,
+    config: AppConfig,
+    resolved: dict[str, Any],
+    cwd: Path,
+    adversaries: AdversaryFactory | None = None,
+) -> Path:
+    """Run the federation; ``adversaries`` builds a simulation's attackers when ``attack``
+    is set (None: the installed entry point, :mod:`server.adversaries`)."""
     fed = config.federation
     # a resumed run leaves metrics.json alone until its history is loaded (server/resume.py)
     run_dir = RunDirectory(
@@ -72,8 +82,10 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model, config.data.spec())
     arrays, first_round = ArrayRecord(model.get_weights()), 1
+    adversary: Adversary | None = None
     try:
-        strategy = build_validating_strategy(config)
+        adversary = adversary_for(config, grid, adversaries)
+        strategy = build_validating_strategy(config, adversary)
         fit = fit_of(config)
         check_strategy_state(strategy)  # before round 1: checkpoints must hold its state
         split = load_central_split(config)
@@ -85,6 +97,7 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
         selection = ModelSelection(patience=fed.early_stopping_patience)
         if fed.resume:  # after every model is built: restoring the RNG state comes last
             arrays, first_round = resume(run_dir, config, strategy, arrays, selection)
+        scalars = RoundScalars(run_dir.path)  # <run-dir>/tensorboard/, never fails a run
 
         def on_round_done(server_round: int, new: ArrayRecord, record: dict[str, Any]) -> None:
             checkpoint = Checkpoint(
@@ -100,6 +113,7 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
             )
             save_checkpoint(run_dir.path, checkpoint, fed.checkpoints_keep)
             run_dir.add_round(record)
+            scalars.write(record)
 
         final = run_federation(
             grid,
@@ -116,11 +130,14 @@ def federate(grid: Grid, config: AppConfig, resolved: dict[str, Any], cwd: Path)
         message = str(err) if isinstance(err, FedclinicError) else f"{type(err).__name__}: {err}"
         log(ERROR, "[fedclinic] %s", message)
         if run_dir.owns_metrics:  # else the run failed before resuming: keep its files
-            run_dir.finish("failed", message)
+            run_dir.finish("failed", message, attackers_outcome(adversary))
             write_report_logged(run_dir.path)
         raise
     saved = save_models(run_dir, model, final, selection)
-    run_dir.finish("completed", details=selection_outcome(run_dir, config, selection))
+    run_dir.finish(
+        "completed",
+        details={**selection_outcome(run_dir, config, selection), **attackers_outcome(adversary)},
+    )
     write_report_logged(run_dir.path)
     log(INFO, "[fedclinic] final model: %s", saved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
@@ -163,9 +180,11 @@ def selection_outcome(
     return details
 
 
-def build_validating_strategy(config: AppConfig) -> ValidatingStrategy:
+def build_validating_strategy(
+    config: AppConfig, adversary: Adversary | None = None
+) -> ValidatingStrategy:
     """The configured Flower strategy, under hospital-level DP when ``dp`` is 'hospital',
-    under reply validation."""
+    under reply validation (after a simulation's ``adversary`` tampered with the replies)."""
     fed, privacy = config.federation, config.privacy
     strategy = build_strategy(config)
     hospital = privacy.dp == "hospital"
@@ -187,6 +206,7 @@ def build_validating_strategy(config: AppConfig) -> ValidatingStrategy:
         fed.min_train_nodes,
         dp=privacy.dp,
         clip_norm=privacy.dp_clip_norm if hospital else 0.0,
+        tamper=adversary,
     )
 
 

@@ -3,10 +3,11 @@
 After every round the loop writes ``<run-dir>/checkpoints/round-NNNNN.npz`` atomically:
 the global arrays, the round number, the strategy's state (``m_t`` / ``v_t`` /
 ``current_arrays`` of the adaptive strategies, ``momentum_vector`` / ``current_arrays``
-of FedAvgM), the best round by validation AUC and its arrays, the metrics history, the
-server's random state (Flower samples nodes
-with Python's ``random``) and, under hospital-level DP, the privacy accountant's state
-(Flower's ``RdpAccountant.state_dict()``), so a resumed run continues the same ε.
+of FedAvgM, ``center`` / ``current_arrays`` of CenteredClipping), the best round by
+validation AUC and its arrays, the metrics history, the server's random state (Flower
+samples nodes with Python's ``random``) and, under hospital-level DP, the privacy
+accountant's state (Flower's ``RdpAccountant.state_dict()``), so a resumed run continues
+the same ε.
 Arrays are stored as plain ``.npy`` entries and everything else as one JSON string, so
 loading never unpickles.
 
@@ -36,6 +37,7 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi, Strat
 from common.config import AppConfig
 from common.errors import RunError
 from common.files import atomic_path, fsync_directory
+from server.centered_clip import CenteredClipping
 from server.dp_settings import privacy_fit
 
 CHECKPOINT_DIR = "checkpoints"
@@ -45,15 +47,17 @@ ROUND_FILE = re.compile(r"round-(\d+)\.npz")
 # Fit settings of checkpoints written before the setting existed.
 LEGACY_FIT: dict[str, Any] = {"dp": "off"}
 
-# What a checkpoint saves of Flower's stateful strategies (Flower 1.42:
-# flwr/serverapp/strategy/fedopt.py and fedavgm.py). Every attribute must exist on the
-# strategy object once it is built (it holds None until the first round); if Flower
-# renames one, `check_strategy_state` stops the run instead of saving nothing.
+# What a checkpoint saves of the stateful strategies (Flower 1.42:
+# flwr/serverapp/strategy/fedopt.py and fedavgm.py; ours: server/centered_clip.py). Every
+# attribute must exist on the strategy object once it is built (it holds None until the
+# first round); if Flower renames one, `check_strategy_state` stops the run instead of
+# saving nothing.
 STRATEGY_STATE: tuple[tuple[type[Strategy], tuple[str, ...]], ...] = (
     (FedAdam, ("m_t", "v_t", "current_arrays")),
     (FedYogi, ("m_t", "v_t", "current_arrays")),
     (FedAdagrad, ("m_t", "v_t", "current_arrays")),
     (FedAvgM, ("momentum_vector", "current_arrays")),
+    (CenteredClipping, ("center", "current_arrays")),
 )
 UNREADABLE_ERRORS = (
     OSError,

@@ -105,6 +105,9 @@ def _status_lines(config: dict[str, Any], metrics: dict[str, Any], run_dir: Path
         lines.append(f"\n> {outcome['message']}")
     if outcome.get("stopped-early"):
         lines.append(f"\n> {outcome['stopped-early'][0].upper()}{outcome['stopped-early'][1:]}.")
+    if "attackers" in outcome:
+        names = ", ".join(outcome["attackers"]) or "none (`attack-fraction` too small)"
+        lines.append(f"\nSimulated attack `{config.get('attack')}` by: {names}.")
     model = run_dir / MODEL_FILE
     lines.append(
         f"\nFinal model: `{MODEL_FILE}`" if model.is_file() else "\nNo final model was saved."

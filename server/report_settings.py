@@ -43,6 +43,7 @@ STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
     "krum": ("num-malicious-nodes",),
     "multikrum": ("num-malicious-nodes", "num-nodes-to-select"),
     "bulyan": ("num-malicious-nodes",),
+    "centeredclip": ("clip-radius", "clip-iterations"),
 }
 LOCAL_TRAINING_SETTINGS = (
     "local-epochs",
@@ -76,6 +77,9 @@ SIMULATION_SETTINGS = (
     "dirichlet-alpha",
     "synthetic-examples",
 )
+# shown only when set: simulated attackers and unreliable hospitals (README "Adversarial ...")
+ATTACK_SETTINGS = ("attack", "attack-fraction", "attack-scale")
+FAULT_SETTINGS = ("dropout-rate", "straggler-rate", "straggler-delay")
 SIMULATED_PREFIX = "simulated-"
 NOT_REPORTED = "not reported"
 
@@ -103,7 +107,16 @@ def simulation_settings(
     simulated = any(str(h["data-kind"]).startswith(SIMULATED_PREFIX) for h in hospitals)
     if not simulated:
         return []
-    return [(key, config[key]) for key in SIMULATION_SETTINGS if key in config]
+    keys = [
+        *SIMULATION_SETTINGS,
+        *(ATTACK_SETTINGS if config.get("attack", "none") != "none" else ()),
+        *(
+            FAULT_SETTINGS
+            if config.get("dropout-rate", 0.0) or config.get("straggler-rate", 0.0)
+            else ()
+        ),
+    ]
+    return [(key, config[key]) for key in keys if key in config]
 
 
 def _examples(outcome: Mapping[str, Any]) -> int | None:

@@ -1,4 +1,5 @@
-"""Flower's own strategies, chosen by name and configured from the run config."""
+"""Flower's own strategies and centered clipping, chosen by name and configured from the run
+config."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from flwr.serverapp.strategy import (
 
 from common.config import AppConfig, FederationConfig
 from server.aggregation import weighted_mean_ignoring_nan
+from server.centered_clip import CenteredClipping
 
 StrategyFactory = Callable[..., Strategy]
 
@@ -48,6 +50,7 @@ def _specific_options(config: AppConfig) -> dict[str, dict[str, Any]]:
             "num_nodes_to_select": fed.num_nodes_to_select,
         },
         "bulyan": {"num_malicious_nodes": fed.num_malicious_nodes},
+        "centeredclip": {"radius": fed.clip_radius, "iterations": fed.clip_iterations},
     }
 
 
@@ -63,6 +66,7 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "krum": Krum,
     "multikrum": MultiKrum,
     "bulyan": Bulyan,
+    "centeredclip": CenteredClipping,
 }
 
 

@@ -15,7 +15,7 @@ reason, in :meth:`ValidatingStrategy.rejected` for the round loop to record and 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from flwr.app import (
@@ -31,6 +31,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common.contract import ARRAYS_KEY, reply_violations
+
+ReplyTamper = Callable[[int, Sequence[Message], ArrayRecord], list[Message]]
+"""``(round, train replies, global model) → replies``: a simulation's attackers
+(:mod:`server.adversaries`), applied before validation."""
 
 
 def update_norm(update: list[np.ndarray], reference: list[np.ndarray]) -> float:
@@ -135,6 +139,7 @@ class ValidatingStrategy(Strategy):
 
     ``dp`` is the run's DP mode (the contract of a record-level DP train reply differs);
     ``clip_norm`` > 0 rejects updates a hospital did not clip to it (hospital-level DP).
+    ``tamper`` (simulations only) rewrites the train replies before they are validated.
 
     Error replies pass through (the wrapped strategy logs and skips them). When fewer
     than ``min_valid_replies`` valid training replies remain, nothing is aggregated (the
@@ -150,8 +155,10 @@ class ValidatingStrategy(Strategy):
         *,
         dp: str = "off",
         clip_norm: float = 0.0,
+        tamper: ReplyTamper | None = None,
     ) -> None:
         super().__init__()
+        self.tamper = tamper
         self.strategy = strategy
         self.max_update_norm = max_update_norm
         self.min_valid_replies = min_valid_replies
@@ -204,6 +211,8 @@ class ValidatingStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self.tamper is not None:
+            replies = self.tamper(server_round, list(replies), self.current_arrays)
         kept = self._keep_valid(server_round, MessageType.TRAIN, replies)
         if sum(1 for reply in kept if not reply.has_error()) < self.min_valid_replies:
             return None, None

@@ -11,18 +11,21 @@ metrics on the whole held-out split.
 :func:`simulated_hospital` is what a ClientApp calls for a simulated hospital's data: the
 runner hands it to ``client.app.build_client_app`` and ``pyproject.toml`` registers it as
 the entry point ``simulated`` in ``fedclinic.site_resolvers`` for ``flwr run .``, so the
-hospital side never imports this package.
+hospital side never imports this package. Under ``attack = "label-flip"`` the attacking
+hospitals (:func:`simulations.attacks.attacker_ids`) train on flipped labels.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from common.config import DataConfig
+from common.config import AdversaryConfig, DataConfig
 from common.data.partition import partition_indices
-from common.data.schema import SiteData, check_min_examples
+from common.data.schema import SiteData, Split, check_min_examples
 from common.data.site import load_splits, site_from_splits
 from common.data.synthetic import synthetic_site
+from simulations.attacks import attacker_ids, flip_labels
 
 
 def hospital_name(partition_id: int) -> str:
@@ -30,9 +33,28 @@ def hospital_name(partition_id: int) -> str:
 
 
 def simulated_hospital(
+    data: DataConfig,
+    seed: int,
+    partition_id: int,
+    num_partitions: int,
+    adversary: AdversaryConfig | None = None,
+) -> SiteData:
+    """The data of simulated hospital ``partition_id`` out of ``num_partitions``; with a
+    ``label-flip`` ``adversary``, an attacker's training labels are flipped."""
+    site = _honest_hospital(data, seed, partition_id, num_partitions)
+    if (
+        adversary is not None
+        and adversary.attack == "label-flip"
+        and partition_id in attacker_ids(seed, adversary.attack_fraction, num_partitions)
+    ):
+        flipped = flip_labels(site.train.labels, len(site.class_names))
+        return replace(site, train=Split(site.train.images, flipped))
+    return site
+
+
+def _honest_hospital(
     data: DataConfig, seed: int, partition_id: int, num_partitions: int
 ) -> SiteData:
-    """The data of simulated hospital ``partition_id`` out of ``num_partitions``."""
     spec = data.spec()
     if data.dataset == "synthetic":
         site = synthetic_site(seed, partition_id, data.synthetic_examples, spec)

@@ -3,7 +3,8 @@
 ``flwr run .`` is the user-facing way to simulate. This runner is for programs that
 need to choose the settings themselves (tests, benchmarks, sweeps): it starts Flower's
 ``run_simulation`` with our ServerApp and the hospitals' ClientApp (built by
-``client.app.build_client_app``, production mods included, with simulated hospitals' data)
+``client.app.build_client_app``, production mods included, with simulated hospitals' data
+and the unreliable-hospital mod; the coordinator gets the simulated attackers)
 and hands both the declared defaults from ``pyproject.toml`` merged with the caller's
 overrides as the run config.
 """
@@ -23,7 +24,9 @@ from common.config import parse_app_config
 from common.manifest import declared_defaults, project_root, with_overrides
 from common.quiet import import_keras, quiet_ray
 from server.app import federate
+from simulations.adversary import simulated_adversary
 from simulations.hospitals import simulated_hospital
+from simulations.unreliable import unreliable_hospital
 
 
 def run_config_with(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -52,10 +55,14 @@ def simulation_apps(run_config: dict[str, Any], cwd: Path) -> tuple[ServerApp, C
     server_app = ServerApp()
 
     def main(grid: Grid, context: Context) -> None:
-        federate(grid, config, run_config, cwd)
+        federate(grid, config, run_config, cwd, adversaries=simulated_adversary)
 
     server_app.main()(main)
-    client_app = build_client_app(simulated_hospital, context_mods=[with_run_config(run_config)])
+    client_app = build_client_app(
+        simulated_hospital,
+        mods=[unreliable_hospital],
+        context_mods=[with_run_config(run_config)],
+    )
     return server_app, client_app
 
 

@@ -148,3 +148,100 @@ def test_existing_data_names_a_missing_file_in_one_line(
 
     assert (found, missing) == (present, None)
     assert capsys.readouterr().err == f"error: data file not found: {tmp_path / 'none.npz'}\n"
+
+
+# -- accuracy benchmark: stratified subsets, --set, --strategies ---------------------------
+@pytest.mark.parametrize(
+    ("class_counts", "size", "expected"),
+    [
+        ([1214, 3494], 500, [129, 371]),  # PneumoniaMNIST's train split: 25.8 % / 74.2 %
+        ([50, 50], 10, [5, 5]),
+        ([1, 99], 10, [1, 9]),  # the rare class keeps one image, so AUC stays defined
+        ([3, 3, 4], 10, [3, 3, 4]),  # all of it
+        ([10, 20, 30], 7, [1, 2, 4]),  # largest remainders: 1.17, 2.33, 3.5
+    ],
+)
+def test_stratified_counts_are_proportional_and_sum_to_size(
+    class_counts: list[int], size: int, expected: list[int]
+) -> None:
+    from benchmarks._baselines import stratified_counts
+
+    assert stratified_counts(class_counts, size) == expected
+
+
+@pytest.mark.parametrize("size", [0, 11])
+def test_stratified_counts_refuse_sizes_outside_the_split(size: int) -> None:
+    from benchmarks._baselines import stratified_counts
+
+    with pytest.raises(ValueError, match=rf"Expected an integer in \[1, 10\]\. Received: {size}"):
+        stratified_counts([4, 6], size)
+
+
+def test_train_subset_file_cuts_only_the_training_split(tmp_path: Path) -> None:
+    # Prepare
+    import numpy as np
+
+    from benchmarks._baselines import write_train_subset
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 30 + [1] * 70).reshape(-1, 1)
+    images = rng.integers(0, 256, size=(100, 4, 4), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(100)  # each image's index, to check it is a subset
+    arrays = {"train_images": images, "train_labels": labels}
+    arrays |= {"val_images": images[:7], "val_labels": labels[:7]}
+    source = tmp_path / "data.npz"
+    np.savez(source, **arrays)
+
+    # Execute
+    target = write_train_subset(source, 20, seed=3, target=tmp_path / "subset.npz")
+
+    # Assert
+    with np.load(target) as cut:
+        kept = cut["train_images"][:, 0, 0]
+        assert len(set(kept.tolist())) == 20
+        assert (cut["train_images"] == images[kept]).all()
+        assert (cut["train_labels"] == labels[kept]).all()
+        assert np.bincount(cut["train_labels"].reshape(-1)).tolist() == [6, 14]
+        assert (cut["val_images"] == images[:7]).all()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (["server-eta=0.001"], {"server-eta": 0.001}),
+        (["augment=true", "local-steps=20"], {"augment": True, "local-steps": 20}),
+        (['model="resnet-gn"', "strategy=fedyogi"], {"model": "resnet-gn", "strategy": "fedyogi"}),
+    ],
+)
+def test_accuracy_set_values_read_as_toml(pairs: list[str], expected: dict[str, Any]) -> None:
+    from benchmarks.accuracy import parse_sets
+
+    assert parse_sets(pairs) == expected
+
+
+def test_accuracy_set_without_equals_is_one_line() -> None:
+    from benchmarks.accuracy import parse_sets
+
+    with pytest.raises(SystemExit, match=r"Expected KEY=VALUE\. Received: 'augment'"):
+        parse_sets(["augment"])
+
+
+def test_accuracy_strategies_all_is_every_strategy_the_config_accepts() -> None:
+    import typing
+
+    from benchmarks.accuracy import STRATEGY_SETTINGS, strategy_names
+    from common.config import StrategyName
+
+    assert strategy_names("all") == list(typing.get_args(StrategyName))
+    assert sorted(STRATEGY_SETTINGS) == sorted(typing.get_args(StrategyName))
+    with pytest.raises(SystemExit, match="Received: fedsgd"):
+        strategy_names("fedavg, fedsgd")
+
+
+def test_accuracy_strategy_settings_are_valid_run_config() -> None:
+    from benchmarks.accuracy import STRATEGY_SETTINGS
+    from common.config import parse_app_config
+    from simulations.runner import run_config_with
+
+    for strategy, settings in STRATEGY_SETTINGS.items():
+        parse_app_config(run_config_with({"strategy": strategy, **settings}))

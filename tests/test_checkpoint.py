@@ -16,6 +16,7 @@ from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
 from common.errors import RunError
 from server.app import build_validating_strategy
+from server.centered_clip import CenteredClipping
 from server.checkpoint import (
     Checkpoint,
     check_fit,
@@ -86,6 +87,8 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
                      "current_arrays": {"a": np.zeros(3, np.float32)}}),
         (FedAvgM(), {"momentum_vector": [np.ones(2), np.zeros((2, 2))],
                      "current_arrays": arrays(4.0)}),
+        (CenteredClipping(), {"center": [np.full((2, 3), -0.5), np.arange(4.0)],
+                              "current_arrays": arrays(2.0)}),
         (FedAvg(), {}),
     ],
 )  # fmt: skip
@@ -253,7 +256,7 @@ def test_a_renamed_state_attribute_is_refused(strategy: Any, missing: str) -> No
 @pytest.mark.parametrize(
     "name",
     ["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
-     "fedtrimmedavg", "krum", "multikrum", "bulyan"],
+     "fedtrimmedavg", "krum", "multikrum", "bulyan", "centeredclip"],
 )  # fmt: skip
 def test_every_offered_strategy_has_the_state_its_checkpoints_save(name: str) -> None:
     strategy = build_strategy(app_config(strategy=name))
@@ -268,6 +271,7 @@ def test_every_offered_strategy_has_the_state_its_checkpoints_save(name: str) ->
         (FedYogi(), {"m_t", "v_t", "current_arrays"}),
         (FedAdagrad(), {"m_t", "v_t", "current_arrays"}),
         (FedAvgM(), {"momentum_vector", "current_arrays"}),
+        (CenteredClipping(), {"center", "current_arrays"}),
         (FedAvg(), set()),
     ],
 )

@@ -39,7 +39,10 @@ def test_declared_defaults_parse() -> None:
         ("augment-contrast", 1.0, "Invalid value for `augment-contrast`. Expected a number ≥ 0.0 and < 1.0. Received: 1.0"),
         ("fraction-train", 1.5, "Invalid value for `fraction-train`. Expected a number > 0.0 and ≤ 1.0. Received: 1.5"),
         ("num-server-rounds", -1, "Invalid value for `num-server-rounds`. Expected an integer ≥ 1. Received: -1"),
-        ("strategy", "fedfoo", "Invalid value for `strategy`. Expected one of 'fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad', 'fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan'. Received: 'fedfoo'"),
+        ("strategy", "fedfoo", "Invalid value for `strategy`. Expected one of 'fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad', 'fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan', 'centeredclip'. Received: 'fedfoo'"),
+        ("clip-radius", 0.0, "Invalid value for `clip-radius`. Expected a number > 0.0. Received: 0.0"),
+        ("clip-iterations", 0, "Invalid value for `clip-iterations`. Expected an integer ≥ 1. Received: 0"),
+        ("clip-iterations", 2.0, "Invalid value for `clip-iterations`. Expected an integer ≥ 1. Received: 2.0"),
         ("model", "vgg", "Invalid value for `model`. Expected one of 'cnn', 'cnn-small', 'resnet-gn'. Received: 'vgg'"),
         ("partitioner", "skew", "Invalid value for `partitioner`. Expected one of 'iid', 'dirichlet', 'quantity'. Received: 'skew'"),
         ("dirichlet-alpha", 0.0, "Invalid value for `dirichlet-alpha`. Expected a number > 0.0. Received: 0.0"),
@@ -69,6 +72,13 @@ def test_declared_defaults_parse() -> None:
         ("dp-clip-norm", 0.0, "Invalid value for `dp-clip-norm`. Expected a number > 0.0. Received: 0.0"),
         ("dp-noise-multiplier", -1.0, "Invalid value for `dp-noise-multiplier`. Expected a number ≥ 0.0. Received: -1.0"),
         ("max-epsilon", -1.0, "Invalid value for `max-epsilon`. Expected a number ≥ 0.0. Received: -1.0"),
+        ("attack", "backdoor", "Invalid value for `attack`. Expected one of 'none', 'sign-flip', 'scaling', 'label-flip', 'gaussian', 'alie'. Received: 'backdoor'"),
+        ("attack-fraction", 0.5, "Invalid value for `attack-fraction`. Expected a number ≥ 0.0 and < 0.5. Received: 0.5"),
+        ("attack-fraction", -0.1, "Invalid value for `attack-fraction`. Expected a number ≥ 0.0 and < 0.5. Received: -0.1"),
+        ("attack-scale", 0.0, "Invalid value for `attack-scale`. Expected a number > 0.0. Received: 0.0"),
+        ("dropout-rate", 1.0, "Invalid value for `dropout-rate`. Expected a number ≥ 0.0 and < 1.0. Received: 1.0"),
+        ("straggler-rate", -0.5, "Invalid value for `straggler-rate`. Expected a number ≥ 0.0 and < 1.0. Received: -0.5"),
+        ("straggler-delay", -1.0, "Invalid value for `straggler-delay`. Expected a number ≥ 0.0. Received: -1.0"),
     ],
 )  # fmt: skip
 def test_invalid_value_names_key_expected_and_received(key: str, value: Any, message: str) -> None:
@@ -132,6 +142,7 @@ def test_train_config_from_message_values() -> None:
 def test_every_declared_key_is_read() -> None:
     """A key declared in pyproject but read by no model would be a dead setting."""
     from common.config import (
+        AdversaryConfig,
         AppConfig,
         DataConfig,
         FederationConfig,
@@ -141,7 +152,7 @@ def test_every_declared_key_is_read() -> None:
 
     read = {"model", "seed"} | {
         name.replace("_", "-")
-        for section in (FederationConfig, TrainConfig, DataConfig, PrivacySettings)
+        for section in (FederationConfig, TrainConfig, DataConfig, PrivacySettings, AdversaryConfig)
         for name in section.model_fields
     }
     declared = set(declared_defaults(project_root() / "pyproject.toml"))
@@ -152,6 +163,7 @@ def test_every_declared_key_is_read() -> None:
         "train",
         "data",
         "privacy",
+        "adversary",
         "model",
         "seed",
     }

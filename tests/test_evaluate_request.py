@@ -43,7 +43,9 @@ def split(n: int) -> Split:
 
 
 def hospital(val: Split | None) -> Any:
-    def sites(data: DataConfig, seed: int, partition_id: int, num_partitions: int) -> SiteData:
+    def sites(
+        data: DataConfig, seed: int, partition_id: int, num_partitions: int, adversary: Any
+    ) -> SiteData:
         return SiteData(f"hospital-{partition_id}", CLASSES, split(30), split(12), val)
 
     return sites
