@@ -11,13 +11,11 @@ hospital's node has no ``partition-id``: its messages pass straight through.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from common.config import parse_app_config
-from common.errors import ConfigError, invalid_value
+from common.plugins import installed_function
 
 SIMULATION_MOD_GROUP = "fedclinic.simulation_mods"
 UNRELIABLE_MOD = "unreliable"
@@ -25,16 +23,12 @@ UNRELIABLE_MOD = "unreliable"
 
 def registered_unreliable_mod() -> Mod:
     """The installed ``unreliable`` mod; a one-line ConfigError if none is."""
-    found = entry_points(group=SIMULATION_MOD_GROUP, name=UNRELIABLE_MOD)
-    if not found:
-        raise ConfigError(
-            f"`dropout-rate` / `straggler-rate` need the simulator's mod (entry point "
-            f"`{UNRELIABLE_MOD}` in `{SIMULATION_MOD_GROUP}`), which is not installed here; "
-            "set both to 0 or reinstall fedclinic."
-        )
-    mod = next(iter(found)).load()
-    if not callable(mod):
-        raise ConfigError(invalid_value(f"{SIMULATION_MOD_GROUP}:{UNRELIABLE_MOD}", "a mod", mod))
+    mod: Mod = installed_function(
+        SIMULATION_MOD_GROUP,
+        UNRELIABLE_MOD,
+        "`dropout-rate` / `straggler-rate` need the simulator's mod ({entry}), which is not "
+        "installed here; set both to 0 or reinstall fedclinic.",
+    )
     return mod
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from flwr.app import ConfigRecord, UserConfig
@@ -26,6 +25,7 @@ from common.contract import DATA_KIND, SITE_NAME, SITE_NAME_PATTERN
 from common.data.schema import SiteData, Split
 from common.data.site import data_kind, load_site
 from common.errors import ConfigError, invalid_value
+from common.plugins import installed_function
 
 SITE_RESOLVER_GROUP = "fedclinic.site_resolvers"
 SIMULATED_RESOLVER = "simulated"
@@ -65,18 +65,12 @@ class Site:
 
 def registered_simulated_sites() -> SimulatedSites:
     """The installed ``simulated`` site resolver; a one-line ConfigError if none is."""
-    found = entry_points(group=SITE_RESOLVER_GROUP, name=SIMULATED_RESOLVER)
-    if not found:
-        raise ConfigError(
-            f"No simulated hospitals are installed here (entry point `{SIMULATED_RESOLVER}` "
-            f"in `{SITE_RESOLVER_GROUP}`); a hospital needs `data-path` and `site-name` "
-            "in its node config."
-        )
-    resolver = next(iter(found)).load()
-    if not callable(resolver):
-        raise ConfigError(
-            invalid_value(f"{SITE_RESOLVER_GROUP}:{SIMULATED_RESOLVER}", "a function", resolver)
-        )
+    resolver: SimulatedSites = installed_function(
+        SITE_RESOLVER_GROUP,
+        SIMULATED_RESOLVER,
+        "No simulated hospitals are installed here ({entry}); a hospital needs `data-path` "
+        "and `site-name` in its node config.",
+    )
     return resolver
 
 

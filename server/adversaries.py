@@ -11,14 +11,13 @@ attack is configured.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 
 from common.config import AppConfig
-from common.errors import ConfigError, invalid_value
+from common.plugins import installed_function
 
 ADVERSARY_GROUP = "fedclinic.adversaries"
 SIMULATED_ADVERSARY = "simulated"
@@ -39,18 +38,12 @@ AdversaryFactory = Callable[[AppConfig, Grid], Adversary]
 
 def registered_adversary() -> AdversaryFactory:
     """The installed ``simulated`` adversary; a one-line ConfigError if none is."""
-    found = entry_points(group=ADVERSARY_GROUP, name=SIMULATED_ADVERSARY)
-    if not found:
-        raise ConfigError(
-            f"`attack` needs the simulator's adversary (entry point `{SIMULATED_ADVERSARY}` "
-            f"in `{ADVERSARY_GROUP}`), which is not installed here: attacks run only in "
-            'simulations; set `attack = "none"` or reinstall fedclinic.'
-        )
-    factory = next(iter(found)).load()
-    if not callable(factory):
-        raise ConfigError(
-            invalid_value(f"{ADVERSARY_GROUP}:{SIMULATED_ADVERSARY}", "a function", factory)
-        )
+    factory: AdversaryFactory = installed_function(
+        ADVERSARY_GROUP,
+        SIMULATED_ADVERSARY,
+        "`attack` needs the simulator's adversary ({entry}), which is not installed here: "
+        'attacks run only in simulations; set `attack = "none"` or reinstall fedclinic.',
+    )
     return factory
 
 

@@ -23,7 +23,7 @@ from flwr.app import (
 )
 from flwr.serverapp.strategy import FedAvg
 
-import server.adversaries
+import common.plugins
 from common.config import parse_app_config
 from common.errors import ConfigError
 from common.seeding import derive_seed
@@ -319,7 +319,7 @@ def test_label_flip_attackers_train_on_flipped_labels() -> None:
 
 
 def test_no_attack_needs_no_adversary(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server.adversaries, "entry_points", pytest.fail)
+    monkeypatch.setattr(common.plugins, "entry_points", pytest.fail)
 
     assert adversary_for(app_config(), FakeGrid({})) is None
 
@@ -327,7 +327,7 @@ def test_no_attack_needs_no_adversary(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_attack_without_the_simulator_is_one_config_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server.adversaries, "entry_points", lambda **_: ())
+    monkeypatch.setattr(common.plugins, "entry_points", lambda **_: ())
 
     with pytest.raises(ConfigError) as raised:
         adversary_for(app_config(attack="sign-flip", attack_fraction=0.2), FakeGrid({}))

@@ -32,6 +32,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from PIL import Image
 
 import client.site
+import common.plugins
 from client.app import build_client_app
 from common.config import TrainConfig, kebab_keys
 from common.contract import reply_violations, site_of
@@ -353,7 +354,7 @@ def test_manifest_app_finds_simulated_hospitals_through_the_entry_point() -> Non
 
 
 def test_no_registered_simulator_is_one_config_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client.site, "entry_points", lambda **_: ())
+    monkeypatch.setattr(common.plugins, "entry_points", lambda **_: ())
 
     with pytest.raises(ConfigError) as raised:
         client.site.resolve_site(SIMULATED, app_config(), client.site.ProcessCache())

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict, UserConfig
 
-import client.simulated_faults
+import common.plugins
 from client.simulated_faults import simulated_faults
 from common.errors import ConfigError
 from simulations.unreliable import SimulatedDropoutError, fault_for, unreliable_mod
@@ -147,7 +147,7 @@ def test_evaluation_and_deployed_nodes_are_left_alone(
 def test_no_lookup_without_a_simulated_node_with_faults(
     monkeypatch: pytest.MonkeyPatch, node_config: UserConfig, overrides: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr(client.simulated_faults, "entry_points", pytest.fail)
+    monkeypatch.setattr(common.plugins, "entry_points", pytest.fail)
     handler = Handler()
 
     simulated_faults(request(MessageType.TRAIN, 1), context(node_config, **overrides), handler)
@@ -164,7 +164,7 @@ def test_a_simulated_node_with_faults_runs_the_installed_mod(
         def load(self) -> Any:
             return lambda msg, ctx, call_next: ran.append("unreliable") or call_next(msg, ctx)
 
-    monkeypatch.setattr(client.simulated_faults, "entry_points", lambda **_: [Point()])
+    monkeypatch.setattr(common.plugins, "entry_points", lambda **_: [Point()])
     handler = Handler()
 
     simulated_faults(
@@ -178,7 +178,7 @@ def test_a_simulated_node_with_faults_runs_the_installed_mod(
 def test_faults_without_the_simulator_are_one_config_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client.simulated_faults, "entry_points", lambda **_: ())
+    monkeypatch.setattr(common.plugins, "entry_points", lambda **_: ())
 
     with pytest.raises(ConfigError) as raised:
         simulated_faults(
