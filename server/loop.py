@@ -8,7 +8,8 @@ round: waits for hospitals at most ``node-wait-timeout`` seconds, gives replies 
 timeout / rejected, stops the run when fewer than ``min-train-nodes`` valid updates
 arrived, optionally evaluates centrally, records the privacy spent (``privacy``: mode, δ
 and cumulative ε, when ``dp`` is on; :func:`server.privacy.round_privacy`), and writes a
-checkpoint before ``metrics.json``.
+checkpoint before ``metrics.json``. What the record says of each node, and the round's
+log line, are :mod:`server.round_record`'s.
 A node's name is the one the coordinator's site registry gives its key (``site-registry``,
 :mod:`server.registry`), else the ``site-name`` it reported in any reply of the run
 (:mod:`server.records`); a registered node reporting another name is flagged.
@@ -16,11 +17,10 @@ A node's name is the one the coordinator's site registry gives its key (``site-r
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -29,27 +29,18 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from common.config import AppConfig
-from common.contract import DATA_KIND, EPSILON_KEY, METRICS_KEY, SPLIT_KEY, reported_site
+from common.contract import EPSILON_KEY, SPLIT_KEY
 from common.errors import RunError
-from common.text import strip_ansi
-from server.checkpoint import checkpoint_remains
 from server.privacy import round_privacy
 from server.records import SiteBook, participation
 from server.registry import SiteRegistry
+from server.round_record import json_metrics, per_node, round_summary, stop_message
 from server.selection import ModelSelection
 from server.validation import ValidatingStrategy
 from server.waits import BoundedGrid, required_nodes
 
 CentralEval = Callable[[list[np.ndarray]], dict[str, Any]]
 RoundDone = Callable[[int, ArrayRecord, dict[str, Any]], None]
-REASON_CHARS = 200
-
-
-def short_reason(reason: str) -> str:
-    """A failure reason as one readable line: the last non-empty line, no colours, bounded."""
-    lines = [line.strip() for line in strip_ansi(reason).splitlines() if line.strip()]
-    text = lines[-1] if lines else "no reason given"
-    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -79,71 +70,6 @@ def train_config_record(config: AppConfig) -> ConfigRecord:
     )
 
 
-def json_metrics(record: MetricRecord | None) -> dict[str, float | int | None]:
-    """Metrics as JSON-safe numbers: NaN / Inf (undefined) become null."""
-    if record is None:
-        return {}
-    out: dict[str, float | int | None] = {}
-    for key, value in record.items():
-        if isinstance(value, int | float):
-            out[key] = value if math.isfinite(value) else None
-    return out
-
-
-def _outcome(reply: Message, rejected: Mapping[int, str]) -> dict[str, Any]:
-    node_id = reply.metadata.src_node_id
-    if reply.has_error():
-        return {"status": "failed", "reason": short_reason(reply.error.reason or "")}
-    if node_id in rejected:
-        return {"status": "rejected", "reason": rejected[node_id]}
-    return {"status": "ok", "metrics": json_metrics(reply.content.metric_records[METRICS_KEY])}
-
-
-def per_node(
-    phase: str,
-    sent: Iterable[Message],
-    replies: Iterable[Message],
-    rejected: Mapping[int, str],
-    book: SiteBook,
-    round_timeout: float,
-) -> dict[str, dict[str, Any]]:
-    """Every sampled node's named outcome: ok (with metrics), failed, timeout or rejected.
-
-    Each reply with a valid ``site`` record teaches ``book`` the node's name and data kind,
-    even when the rest of the reply is rejected.
-    """
-    outcomes: dict[int, dict[str, Any]] = {
-        msg.metadata.dst_node_id: {
-            "status": "timeout",
-            "reason": f"no reply within `round-timeout` ({round_timeout:g} s)",
-        }
-        for msg in sent
-    }
-    for reply in replies:
-        node_id = reply.metadata.src_node_id
-        site = None if reply.has_error() else reported_site(reply.content)
-        if site is not None:
-            book.learn(node_id, site)
-        outcomes[node_id] = _outcome(reply, rejected)
-    for line in book.new_warnings(sorted(outcomes)):
-        log(WARNING, "%s", line)
-    nodes = {str(node): {**book.describe(node), **outcome} for node, outcome in outcomes.items()}
-    for node, outcome in nodes.items():
-        if outcome["status"] != "ok":
-            who = (
-                outcome["name"] if DATA_KIND not in outcome else f"{outcome['name']} (node {node})"
-            )
-            log(
-                WARNING,
-                "[fedclinic] %s %s %s: %s",
-                phase,
-                who,
-                outcome["status"],
-                outcome["reason"],
-            )
-    return nodes
-
-
 def _exchange(
     grid: Grid,
     configure: Callable[[Grid], Iterable[Message]],
@@ -156,45 +82,6 @@ def _exchange(
     if not sent:
         return [], []
     return sent, list(grid.send_and_receive(sent, timeout=fed.round_timeout))
-
-
-STOP_REASONS_SHOWN = 3
-
-
-def stop_message(
-    server_round: int,
-    nodes: Mapping[str, Mapping[str, Any]],
-    min_train_nodes: int,
-    dp: str = "off",
-) -> str:
-    """One line: how many hospitals sent a valid update, and why the others did not.
-
-    Under hospital-level DP Flower's accountant releases an aggregate only when every
-    sampled hospital (exactly ``min-train-nodes``) sent a valid update.
-    """
-    counts = participation(nodes)
-    problems = sorted(
-        {f"{o['name']} {o['status']}: {o['reason']}" for o in nodes.values() if o["status"] != "ok"}
-    )
-    shown = "; ".join(problems[:STOP_REASONS_SHOWN])
-    more = (
-        f" (+{len(problems) - STOP_REASONS_SHOWN} more)"
-        if len(problems) > STOP_REASONS_SHOWN
-        else ""
-    )
-    why = f" Why: {shown}{more}." if problems else ""
-    rule = (
-        f"hospital-level DP aggregates only when all {min_train_nodes} sampled hospitals "
-        "(`min-train-nodes`) send a valid update"
-        if dp == "hospital"
-        else f"`min-train-nodes` is {min_train_nodes}"
-    )
-    return (
-        f"Round {server_round} stopped the run: {counts['ok']} of {counts['sampled']} "
-        f"hospitals sent a valid update ({counts['failed']} failed, {counts['timeout']} "
-        f"timed out, {counts['rejected']} rejected); {rule}.{why} "
-        f"{checkpoint_remains(server_round)}"
-    )
 
 
 def evaluate_split(
@@ -315,36 +202,3 @@ def run_federation(
             log(INFO, "[fedclinic] %s", stop)
             break
     return arrays
-
-
-def round_summary(record: dict[str, Any], total_rounds: int) -> str:
-    def fmt(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
-        return " ".join(
-            f"{key} {metrics[key]:.4f}" if isinstance(metrics.get(key), float) else f"{key} n/a"
-            for key in keys
-        )
-
-    counts = record["participation"]
-    central = record.get("central")
-    central_text = (
-        f" | central: {fmt(central, ('loss', 'accuracy', 'auc'))}" if central is not None else ""
-    )
-    validation = record.get("validation")
-    val_text = f" | validation: {fmt(validation, ('loss', 'auc'))}" if validation else ""
-    return (
-        f"[fedclinic] round {record['round']}/{total_rounds} ({record['seconds']:.1f} s, "
-        f"{counts['ok']}/{counts['sampled']} hospitals trained, {counts['failed']} failed, "
-        f"{counts['timeout']} timed out, {counts['rejected']} rejected) | train: "
-        f"{fmt(record['train'], ('loss', 'accuracy'))}{val_text} | evaluate: "
-        f"{fmt(record['evaluate'], ('loss', 'accuracy', 'auc', 'sensitivity', 'specificity'))}"
-        f"{central_text}{privacy_text(record.get('privacy'))}"
-    )
-
-
-def privacy_text(privacy: Mapping[str, Any] | None) -> str:
-    """`` | ε 2.31 (δ 1e-05)`` for a DP run's round line ("" without DP)."""
-    if privacy is None:
-        return ""
-    epsilon = privacy.get("epsilon")
-    shown = f"{epsilon:.2f}" if isinstance(epsilon, int | float) else "n/a"
-    return f" | ε {shown} (δ {privacy['delta']:g})"

@@ -15,8 +15,9 @@ from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from common.config import parse_app_config
 from common.errors import ConfigError, RunError
 from server.app import build_validating_strategy, federate, run
-from server.loop import round_summary, run_round, short_reason
+from server.loop import run_round
 from server.records import SiteBook
+from server.round_record import round_summary, short_reason
 from server.validation import ValidatingStrategy
 from tests.factories import app_config, run_config
 from tests.fake_grid import FakeGrid, answers

@@ -1,0 +1,163 @@
+"""What a round's record says: each sampled hospital's named outcome, the metrics as JSON,
+the one-line round summary and the one-line reason a round stopped the run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from logging import WARNING
+from typing import Any
+
+from flwr.app import Message, MetricRecord
+from flwr.common import log
+
+from common.contract import DATA_KIND, METRICS_KEY, reported_site
+from common.text import strip_ansi
+from server.checkpoint import checkpoint_remains
+from server.records import SiteBook, participation
+
+REASON_CHARS = 200
+
+
+def short_reason(reason: str) -> str:
+    """A failure reason as one readable line: the last non-empty line, no colours, bounded."""
+    lines = [line.strip() for line in strip_ansi(reason).splitlines() if line.strip()]
+    text = lines[-1] if lines else "no reason given"
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
+
+
+def json_metrics(record: MetricRecord | None) -> dict[str, float | int | None]:
+    """Metrics as JSON-safe numbers: NaN / Inf (undefined) become null."""
+    if record is None:
+        return {}
+    out: dict[str, float | int | None] = {}
+    for key, value in record.items():
+        if isinstance(value, int | float):
+            out[key] = value if math.isfinite(value) else None
+    return out
+
+
+def _outcome(reply: Message, rejected: Mapping[int, str]) -> dict[str, Any]:
+    node_id = reply.metadata.src_node_id
+    if reply.has_error():
+        return {"status": "failed", "reason": short_reason(reply.error.reason or "")}
+    if node_id in rejected:
+        return {"status": "rejected", "reason": rejected[node_id]}
+    return {"status": "ok", "metrics": json_metrics(reply.content.metric_records[METRICS_KEY])}
+
+
+def per_node(
+    phase: str,
+    sent: Iterable[Message],
+    replies: Iterable[Message],
+    rejected: Mapping[int, str],
+    book: SiteBook,
+    round_timeout: float,
+) -> dict[str, dict[str, Any]]:
+    """Every sampled node's named outcome: ok (with metrics), failed, timeout or rejected.
+
+    Each reply with a valid ``site`` record teaches ``book`` the node's name and data kind,
+    even when the rest of the reply is rejected.
+    """
+    outcomes: dict[int, dict[str, Any]] = {
+        msg.metadata.dst_node_id: {
+            "status": "timeout",
+            "reason": f"no reply within `round-timeout` ({round_timeout:g} s)",
+        }
+        for msg in sent
+    }
+    for reply in replies:
+        node_id = reply.metadata.src_node_id
+        site = None if reply.has_error() else reported_site(reply.content)
+        if site is not None:
+            book.learn(node_id, site)
+        outcomes[node_id] = _outcome(reply, rejected)
+    for line in book.new_warnings(sorted(outcomes)):
+        log(WARNING, "%s", line)
+    nodes = {str(node): {**book.describe(node), **outcome} for node, outcome in outcomes.items()}
+    for node, outcome in nodes.items():
+        if outcome["status"] != "ok":
+            who = (
+                outcome["name"] if DATA_KIND not in outcome else f"{outcome['name']} (node {node})"
+            )
+            log(
+                WARNING,
+                "[fedclinic] %s %s %s: %s",
+                phase,
+                who,
+                outcome["status"],
+                outcome["reason"],
+            )
+    return nodes
+
+
+STOP_REASONS_SHOWN = 3
+
+
+def stop_message(
+    server_round: int,
+    nodes: Mapping[str, Mapping[str, Any]],
+    min_train_nodes: int,
+    dp: str = "off",
+) -> str:
+    """One line: how many hospitals sent a valid update, and why the others did not.
+
+    Under hospital-level DP Flower's accountant releases an aggregate only when every
+    sampled hospital (exactly ``min-train-nodes``) sent a valid update.
+    """
+    counts = participation(nodes)
+    problems = sorted(
+        {f"{o['name']} {o['status']}: {o['reason']}" for o in nodes.values() if o["status"] != "ok"}
+    )
+    shown = "; ".join(problems[:STOP_REASONS_SHOWN])
+    more = (
+        f" (+{len(problems) - STOP_REASONS_SHOWN} more)"
+        if len(problems) > STOP_REASONS_SHOWN
+        else ""
+    )
+    why = f" Why: {shown}{more}." if problems else ""
+    rule = (
+        f"hospital-level DP aggregates only when all {min_train_nodes} sampled hospitals "
+        "(`min-train-nodes`) send a valid update"
+        if dp == "hospital"
+        else f"`min-train-nodes` is {min_train_nodes}"
+    )
+    return (
+        f"Round {server_round} stopped the run: {counts['ok']} of {counts['sampled']} "
+        f"hospitals sent a valid update ({counts['failed']} failed, {counts['timeout']} "
+        f"timed out, {counts['rejected']} rejected); {rule}.{why} "
+        f"{checkpoint_remains(server_round)}"
+    )
+
+
+def round_summary(record: dict[str, Any], total_rounds: int) -> str:
+    def fmt(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
+        return " ".join(
+            f"{key} {metrics[key]:.4f}" if isinstance(metrics.get(key), float) else f"{key} n/a"
+            for key in keys
+        )
+
+    counts = record["participation"]
+    central = record.get("central")
+    central_text = (
+        f" | central: {fmt(central, ('loss', 'accuracy', 'auc'))}" if central is not None else ""
+    )
+    validation = record.get("validation")
+    val_text = f" | validation: {fmt(validation, ('loss', 'auc'))}" if validation else ""
+    return (
+        f"[fedclinic] round {record['round']}/{total_rounds} ({record['seconds']:.1f} s, "
+        f"{counts['ok']}/{counts['sampled']} hospitals trained, {counts['failed']} failed, "
+        f"{counts['timeout']} timed out, {counts['rejected']} rejected) | train: "
+        f"{fmt(record['train'], ('loss', 'accuracy'))}{val_text} | evaluate: "
+        f"{fmt(record['evaluate'], ('loss', 'accuracy', 'auc', 'sensitivity', 'specificity'))}"
+        f"{central_text}{privacy_text(record.get('privacy'))}"
+    )
+
+
+def privacy_text(privacy: Mapping[str, Any] | None) -> str:
+    """`` | ε 2.31 (δ 1e-05)`` for a DP run's round line ("" without DP)."""
+    if privacy is None:
+        return ""
+    epsilon = privacy.get("epsilon")
+    shown = f"{epsilon:.2f}" if isinstance(epsilon, int | float) else "n/a"
+    return f" | ε {shown} (δ {privacy['delta']:g})"
