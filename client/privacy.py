@@ -36,10 +36,11 @@ from client.ledger import (
     entry_of,
     with_entry,
 )
-from common.config import AppConfig, TrainConfig, kebab_keys
+from common.config import AppConfig, TrainConfig
 from common.data.schema import Split
 from common.errors import ConfigError, FedclinicError, invalid_value
 from common.privacy import check_record_level, local_steps, record_event, sample_size
+from common.settings import kebab_keys
 
 MAX_EPSILON = "max-epsilon"
 PRIVACY_LEDGER = "privacy-ledger"

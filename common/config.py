@@ -8,16 +8,16 @@ never a silently different default.
 
 from __future__ import annotations
 
-import typing
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from common.data.partition import PartitionKind
 from common.data.schema import DataSpec
-from common.errors import ConfigError, invalid_value
+from common.errors import invalid_value
+from common.settings import Settings, section, validate
 
 StrategyName = Literal[
     "fedavg",
@@ -46,17 +46,7 @@ AttackName = Literal["none", "sign-flip", "scaling", "label-flip", "gaussian", "
 SYNTHETIC_MIN_IMAGE_SIZE = 16
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class _Settings(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, strict=True, extra="ignore", alias_generator=_kebab, populate_by_name=True
-    )
-
-
-class FederationConfig(_Settings):
+class FederationConfig(Settings):
     """How the coordinator runs rounds."""
 
     num_server_rounds: int = Field(ge=1)
@@ -108,7 +98,7 @@ class FederationConfig(_Settings):
         return self
 
 
-class TrainConfig(_Settings):
+class TrainConfig(Settings):
     """Local training, sent by the server to every hospital each round."""
 
     local_epochs: int = Field(ge=1)
@@ -125,7 +115,7 @@ class TrainConfig(_Settings):
     augment_contrast: float = Field(ge=0.0, lt=1.0)  # multiplicative, about the image mean
 
 
-class PrivacySettings(_Settings):
+class PrivacySettings(Settings):
     """Differential privacy: which kind, its target and its mechanism.
 
     ``dp-noise-multiplier`` 0 means: calibrate it (:func:`common.privacy.calibrate_noise`)
@@ -153,7 +143,7 @@ class PrivacySettings(_Settings):
         return self
 
 
-class DataConfig(_Settings):
+class DataConfig(Settings):
     """The federation's data contract and how simulated hospitals get their data."""
 
     dataset: DatasetKind
@@ -213,7 +203,7 @@ class DataConfig(_Settings):
         )
 
 
-class AdversaryConfig(_Settings):
+class AdversaryConfig(Settings):
     """Simulated attackers and unreliable hospitals (simulations only: the code that acts on
     these lives in ``simulations/``; README "Adversarial and unreliable hospitals").
 
@@ -229,7 +219,7 @@ class AdversaryConfig(_Settings):
     straggler_delay: float = Field(ge=0.0)
 
 
-class AppConfig(_Settings):
+class AppConfig(Settings):
     """Everything one run needs, parsed from ``context.run_config``."""
 
     federation: FederationConfig
@@ -273,13 +263,13 @@ class AppConfig(_Settings):
 def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
     """Parse Flower's flat run config; raise :class:`ConfigError` with one clear line."""
     sections = {
-        "federation": _section(FederationConfig, run_config),
-        "train": _section(TrainConfig, run_config),
-        "data": _section(DataConfig, run_config),
-        "privacy": _section(PrivacySettings, run_config),
-        "adversary": _section(AdversaryConfig, run_config),
+        "federation": section(FederationConfig, run_config),
+        "train": section(TrainConfig, run_config),
+        "data": section(DataConfig, run_config),
+        "privacy": section(PrivacySettings, run_config),
+        "adversary": section(AdversaryConfig, run_config),
     }
-    return _validate(
+    return validate(
         AppConfig,
         {**sections, "model": run_config.get("model"), "seed": run_config.get("seed")},
         required=("model", "seed"),
@@ -287,69 +277,6 @@ def parse_app_config(run_config: dict[str, Any]) -> AppConfig:
     )
 
 
-def kebab_keys(model: type[_Settings]) -> list[str]:
-    """The run-config keys of a settings model (``local_epochs`` → ``local-epochs``)."""
-    return [_kebab(name) for name in model.model_fields]
-
-
 def parse_train_config(values: dict[str, Any]) -> TrainConfig:
     """Parse the training settings a hospital receives in a message."""
-    return _validate(TrainConfig, _section(TrainConfig, values), source=values)
-
-
-def _section(model: type[_Settings], run_config: dict[str, Any]) -> dict[str, Any]:
-    keys = kebab_keys(model)
-    missing = [key for key in keys if key not in run_config]
-    if missing:
-        raise ConfigError(
-            f"Missing config key `{missing[0]}`. Declare it in [tool.flwr.app.config] "
-            "of pyproject.toml or pass it with --run-config."
-        )
-    section = {key: run_config[key] for key in keys}
-    _validate(model, section, source=run_config)
-    return section
-
-
-_M = typing.TypeVar("_M", bound=_Settings)
-
-
-def _validate(
-    model: type[_M],
-    values: dict[str, Any],
-    source: dict[str, Any],
-    required: tuple[str, ...] = (),
-) -> _M:
-    for key in required:
-        if values.get(key) is None:
-            raise ConfigError(f"Missing config key `{key}`.")
-    try:
-        return model.model_validate(values)
-    except ValidationError as err:
-        raise ConfigError(_describe(model, err, source)) from None
-
-
-def _describe(model: type[_Settings], err: ValidationError, source: dict[str, Any]) -> str:
-    first = err.errors(include_url=False)[0]
-    loc = [str(part) for part in first["loc"] if not isinstance(part, int)]
-    if not loc:  # a model-level check: its message is already complete
-        return str(first["msg"]).removeprefix("Value error, ")
-    key = loc[-1]
-    received = first.get("input", source.get(key))
-    return invalid_value(key, _expected(model, key, first), received)
-
-
-def _expected(model: type[_Settings], key: str, error: Any) -> str:
-    field = model.model_fields.get(key.replace("-", "_"))
-    annotation = field.annotation if field is not None else None
-    if typing.get_origin(annotation) is Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
-    noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        annotation,  # type: ignore[arg-type]
-        "a valid value",
-    )
-    bounds = []
-    for item in field.metadata if field is not None else []:
-        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
-            if getattr(item, attr, None) is not None:
-                bounds.append(f"{sign} {getattr(item, attr)}")
-    return f"{noun} {' and '.join(bounds)}".strip()
+    return validate(TrainConfig, section(TrainConfig, values), source=values)

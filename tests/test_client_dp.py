@@ -15,9 +15,10 @@ from dp_accounting import dp_event, rdp
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client.app import build_client_app
-from common.config import TrainConfig, kebab_keys
+from common.config import TrainConfig
 from common.models import build_model
 from common.privacy import local_steps
+from common.settings import kebab_keys
 from simulations.hospitals import simulated_hospital
 from tests.factories import app_config, run_config
 

@@ -34,11 +34,12 @@ from PIL import Image
 import client.site
 import common.plugins
 from client.app import build_client_app
-from common.config import TrainConfig, kebab_keys
+from common.config import TrainConfig
 from common.contract import reply_violations, site_of
 from common.data.synthetic import synthetic_site
 from common.errors import ConfigError, DataError
 from common.models import build_model
+from common.settings import kebab_keys
 from simulations.hospitals import simulated_hospital
 from tests.conftest import ROOT
 from tests.factories import app_config, central_set, run_config
