@@ -157,6 +157,7 @@ class DataConfig(Settings):
     synthetic_examples: int = Field(ge=1)
     partitioner: PartitionKind
     dirichlet_alpha: float = Field(gt=0.0)
+    shift_strength: float = Field(ge=0.0, allow_inf_nan=False)  # common/data/shift.py; 0 = off
 
     @model_validator(mode="after")
     def _data_path_for_files(self) -> DataConfig:
@@ -168,6 +169,16 @@ class DataConfig(Settings):
                     self.data_path,
                 )
             )
+        return self
+
+    @model_validator(mode="after")
+    def _partitioner_needs(self) -> DataConfig:
+        if self.partitioner == "natural" and self.dataset == "synthetic":
+            expected = "'medmnist' or 'folder' (data with sites) when `partitioner` is 'natural'"
+            raise ValueError(invalid_value("dataset", expected, self.dataset))
+        if self.partitioner == "feature-shift" and self.shift_strength <= 0.0:
+            expected = "a number > 0 when `partitioner` is 'feature-shift'"
+            raise ValueError(invalid_value("shift-strength", expected, self.shift_strength))
         return self
 
     @model_validator(mode="after")

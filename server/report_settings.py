@@ -77,7 +77,8 @@ SIMULATION_SETTINGS = (
     "dirichlet-alpha",
     "synthetic-examples",
 )
-# shown only when set: simulated attackers and unreliable hospitals (README "Adversarial ...")
+# shown only when set: scanner shift, simulated attackers and unreliable hospitals
+SHIFT_SETTING = "shift-strength"
 ATTACK_SETTINGS = ("attack", "attack-fraction", "attack-scale")
 FAULT_SETTINGS = ("dropout-rate", "straggler-rate", "straggler-delay")
 SIMULATED_PREFIX = "simulated-"
@@ -109,6 +110,7 @@ def simulation_settings(
         return []
     keys = [
         *SIMULATION_SETTINGS,
+        *((SHIFT_SETTING,) if config.get(SHIFT_SETTING, 0.0) else ()),
         *(ATTACK_SETTINGS if config.get("attack", "none") != "none" else ()),
         *(
             FAULT_SETTINGS

@@ -402,6 +402,7 @@ def test_the_run_records_its_attackers(tmp_path: Path) -> None:
         ({}, []),
         ({"attack": "alie", "attack_fraction": 0.2}, ["attack", "attack-fraction", "attack-scale"]),
         ({"straggler_rate": 0.1}, ["dropout-rate", "straggler-rate", "straggler-delay"]),
+        ({"shift_strength": 1.0}, ["shift-strength"]),
     ],
 )
 def test_the_report_shows_attack_and_fault_settings_when_set(

@@ -10,10 +10,16 @@ reads the indices back.
   Dir(alpha) over the partitions (as in NIID-Bench; smaller alpha = more unequal sizes).
   ``LinearPartitioner``/``ExponentialPartitioner`` ignore alpha and seed, and the
   exponential one leaves partitions empty beyond about 8 hospitals.
+- ``feature-shift``: the ``iid`` split; each simulated hospital's images then pass through
+  its own simulated scanner (``common/data/shift.py``, run config ``shift-strength``).
+- ``natural``: one partition per site (:func:`site_indices`, :class:`NaturalIdPartitioner`),
+  not a split of labels.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import typing
 import warnings
@@ -28,8 +34,11 @@ if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
 
 # The one list of partitioner names; the run config's `partitioner` is typed with it.
-PartitionKind = Literal["iid", "dirichlet", "quantity"]
+PartitionKind = Literal["iid", "dirichlet", "quantity", "feature-shift", "natural"]
 PARTITION_KINDS: tuple[PartitionKind, ...] = typing.get_args(PartitionKind)
+# The kinds that split a pool by its labels (partition_indices); the others build on them.
+LabelPartitionKind = Literal["iid", "dirichlet", "quantity"]
+LABEL_PARTITION_KINDS: tuple[LabelPartitionKind, ...] = typing.get_args(LabelPartitionKind)
 
 # Each partition aims for at least this many examples, or fewer when the pool is small.
 _TARGET_MIN_SIZE = 10
@@ -44,6 +53,8 @@ def partition_indices(
 ) -> list[np.ndarray]:
     """One sorted int64 index array per partition; together they cover every index once.
 
+    ``kind`` is one of :data:`LABEL_PARTITION_KINDS` (the split of ``feature-shift`` is
+    ``iid``'s; ``natural`` splits by :func:`site_indices`).
     The same arguments always give the same split. ``alpha`` is the Dirichlet
     concentration of ``dirichlet`` and ``quantity`` (checked, but unused, for ``iid``).
     A Dirichlet split whose alpha is too small for the pool (for example 10 hospitals
@@ -79,6 +90,41 @@ def partition_indices(
     return parts
 
 
+def site_indices(sites: np.ndarray, num_partitions: int, where: str) -> list[np.ndarray]:
+    """One sorted int64 index array per site, sites in sorted order (names or numbers).
+
+    ``sites`` holds one site id per example; partition ``i`` is every example of the
+    ``i``-th site. ``num_partitions`` must equal the number of sites, else
+    :class:`ConfigError` names both (``where`` says where the sites come from).
+    """
+    if sites.ndim != 1 or not (
+        np.issubdtype(sites.dtype, np.integer) or np.issubdtype(sites.dtype, np.str_)
+    ):
+        raise ConfigError(
+            invalid_value("sites", "a 1-D array of site names or integer ids", str(sites.dtype))
+        )
+    names = np.unique(sites)
+    if num_partitions != names.size:
+        listed = ", ".join(str(name) for name in names)
+        expected = f"{names.size} simulated hospitals, one per site in {where} ({listed})"
+        raise ConfigError(invalid_value("hospitals", expected, num_partitions))
+    import datasets  # deferred: importing it costs about a second
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    ids = sites.tolist()
+    partitioner = NaturalIdPartitioner(partition_by="site")
+    table = {"site": ids, "index": np.arange(sites.shape[0], dtype=np.int64)}
+    partitioner.dataset = datasets.Dataset.from_dict(table).with_format("arrow")
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar, once per call
+        parts = [
+            np.sort(partitioner.load_partition(i)["index"].to_numpy().astype(np.int64))
+            for i in range(num_partitions)
+        ]
+    if [ids[int(part[0])] for part in parts] != names.tolist():  # cannot happen: both sort
+        raise RuntimeError("NaturalIdPartitioner did not order the sites by name")
+    return parts
+
+
 def _check_arguments(
     labels: np.ndarray, num_partitions: int, kind: str, alpha: float, seed: int
 ) -> np.ndarray:
@@ -88,8 +134,9 @@ def _check_arguments(
         raise ConfigError(
             invalid_value("labels", "a 1-D integer array", f"{labels.dtype} {labels.shape}")
         )
-    if kind not in PARTITION_KINDS:
-        raise ConfigError(invalid_value("kind", f"one of {', '.join(PARTITION_KINDS)}", kind))
+    if kind not in LABEL_PARTITION_KINDS:
+        expected = f"one of {', '.join(LABEL_PARTITION_KINDS)}"
+        raise ConfigError(invalid_value("kind", expected, kind))
     if isinstance(num_partitions, bool) or not 1 <= num_partitions <= labels.shape[0]:
         expected = f"an integer in 1..{labels.shape[0]} (at most one partition per example)"
         raise ConfigError(invalid_value("num_partitions", expected, num_partitions))
