@@ -313,9 +313,10 @@ def test_perimeter_path_is_the_executor_behind_nginx(perimeter_run: PerimeterRun
     ]
     fleet_calls = (workdir / "nginx" / "access.log").read_text(encoding="utf-8")
 
-    # Assert: every message ran in the executors (train + evaluate per round), the
-    # SuperNodes' Fleet calls went through nginx, and the command said where things are
-    assert tasks == [2 * PERIMETER_ROUNDS] * PERIMETER_SITES
+    # Assert: every message ran in the executors (train, validation and test evaluate per
+    # round), the SuperNodes' Fleet calls went through nginx, and the command said where
+    # things are
+    assert tasks == [3 * PERIMETER_ROUNDS] * PERIMETER_SITES
     assert "POST /v1/fleet/push-messages" in fleet_calls
     for path in (nginx_conf, *approvals):
         assert path.is_file()

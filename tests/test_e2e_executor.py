@@ -165,7 +165,7 @@ def test_unapproved_bundle_refused_then_approved_bundle_trains(tmp_path: Path) -
     assert [r["participation"]["ok"] for r in approved_metrics["rounds"]] == [2, 2]
     assert alive_after_run == [p.name for p in processes]
     seconds = [s for text in executor_logs for s in _task_seconds(text)]
-    assert len(seconds) == 2 * 2 * len(SITES)  # train + evaluate, 2 rounds, each site
+    assert len(seconds) == 3 * 2 * len(SITES)  # train, val and test, 2 rounds, each site
     print(
         "round seconds:",
         [r["seconds"] for r in approved_metrics["rounds"]],

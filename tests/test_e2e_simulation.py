@@ -58,7 +58,8 @@ def test_every_reply_is_exactly_the_contract(simulation: Simulation) -> None:
     lines = (simulation[0] / "replies.jsonl").read_text().splitlines()
     replies = [json.loads(line) for line in lines]
 
-    assert len(replies) == 2 * HOSPITALS * 2  # train + evaluate, every hospital, every round
+    # train, validation and test evaluate: every hospital, every round
+    assert len(replies) == 3 * HOSPITALS * 2
     for reply in replies:
         assert "error" not in reply, reply
         assert reply["violations"] == [], reply
