@@ -23,6 +23,23 @@ def run_config(**overrides: Any) -> dict[str, Any]:
     return values
 
 
+def coordinator_config(
+    run_dir: Path, rounds: int, hospitals: int, resume: bool = False, **overrides: Any
+) -> dict[str, Any]:
+    """A ``cnn-small`` run of ``rounds`` rounds in ``run_dir`` that waits for all of
+    ``hospitals`` in every phase (for a coordinator driven by a fake grid)."""
+    return run_config(
+        model="cnn-small",
+        num_server_rounds=rounds,
+        min_train_nodes=hospitals,
+        min_evaluate_nodes=hospitals,
+        min_available_nodes=hospitals,
+        run_dir=str(run_dir),
+        resume=resume,
+        **overrides,
+    )
+
+
 def app_config(**overrides: Any) -> AppConfig:
     return parse_app_config(run_config(**overrides))
 

@@ -21,7 +21,7 @@ from common.config import parse_app_config
 from server.app import federate
 from server.checkpoint import checkpoint_path, read_checkpoint
 from server.selection import ModelSelection, validation_score
-from tests.factories import run_config
+from tests.factories import coordinator_config
 from tests.fake_grid import FakeGrid, answers, site_of
 
 HOSPITALS = 2
@@ -127,17 +127,7 @@ def validating(scores: dict[int, float]) -> Callable[[Message], Message | None]:
 def federate_rounds(
     run_dir: Path, rounds: int, scores: dict[int, float], resume: bool = False, **settings: Any
 ) -> None:
-    values = run_config(
-        model="cnn-small",
-        strategy="fedavg",
-        num_server_rounds=rounds,
-        min_train_nodes=HOSPITALS,
-        min_evaluate_nodes=HOSPITALS,
-        min_available_nodes=HOSPITALS,
-        run_dir=str(run_dir),
-        resume=resume,
-        **settings,
-    )
+    values = coordinator_config(run_dir, rounds, HOSPITALS, resume, strategy="fedavg", **settings)
     grid = FakeGrid(dict.fromkeys(range(1, HOSPITALS + 1), validating(scores)))
     federate(grid, parse_app_config(values), values, run_dir.parent)
 

@@ -19,7 +19,7 @@ from common.errors import RunError
 from server import app as server_app
 from server.app import federate
 from server.checkpoint import checkpoint_path
-from tests.factories import run_config
+from tests.factories import coordinator_config, run_config
 from tests.fake_grid import FakeGrid, answers
 
 HOSPITALS = 3
@@ -33,15 +33,12 @@ def run_rounds(
     run_dir: Path, rounds: int, resume: bool, keep: int = 3, grid: FakeGrid | None = None
 ) -> FakeGrid:
     """Federate ``rounds`` rounds in ``run_dir``; return the grid to count its requests."""
-    values = run_config(
-        model="cnn-small",
+    values = coordinator_config(
+        run_dir,
+        rounds,
+        HOSPITALS,
+        resume,
         strategy="fedadam",
-        num_server_rounds=rounds,
-        min_train_nodes=HOSPITALS,
-        min_evaluate_nodes=HOSPITALS,
-        min_available_nodes=HOSPITALS,
-        run_dir=str(run_dir),
-        resume=resume,
         checkpoints_keep=keep,
     )
     grid = grid or hospitals()

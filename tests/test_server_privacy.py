@@ -23,7 +23,7 @@ from server.app import build_validating_strategy, federate
 from server.checkpoint import checkpoint_path, innermost, list_checkpoints, read_checkpoint
 from server.loop import run_federation
 from server.privacy import uniform_copy, with_hospital_dp
-from tests.factories import app_config, run_config
+from tests.factories import app_config, coordinator_config
 from tests.fake_grid import FakeGrid, answers
 
 HOSPITALS = 3
@@ -62,17 +62,8 @@ def hospitals(offset: float = 1.0) -> FakeGrid:
 
 
 def hospital_values(run_dir: Path, rounds: int, resume: bool, **overrides: Any) -> dict[str, Any]:
-    return run_config(
-        model="cnn-small",
-        num_server_rounds=rounds,
-        min_train_nodes=HOSPITALS,
-        min_evaluate_nodes=HOSPITALS,
-        min_available_nodes=HOSPITALS,
-        run_dir=str(run_dir),
-        resume=resume,
-        dp="hospital",
-        dp_delta=DELTA,
-        **overrides,
+    return coordinator_config(
+        run_dir, rounds, HOSPITALS, resume, dp="hospital", dp_delta=DELTA, **overrides
     )
 
 
