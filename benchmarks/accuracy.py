@@ -60,7 +60,7 @@ TARGET_SUBSET_GAP = 0.02  # --train-subset: federated within this AUC of pooled
 STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
     "fedavg": {},
     "fedprox": {"proximal-mu": 0.01},
-    "fedavgm": {"server-learning-rate": 1.0, "server-momentum": 0.9},
+    "fedavgm": {"server-learning-rate": 1.0, "server-momentum": 0.5},
     "fedadam": {"server-eta": 0.03, "server-tau": 0.001},
     "fedyogi": {"server-eta": 0.01, "server-tau": 0.001},
     "fedadagrad": {"server-eta": 0.01, "server-tau": 0.001},
