@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import statistics
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.config import AttackName
 from simulations.attacks import attacker_count
 
 STRATEGIES = (
@@ -26,7 +28,7 @@ STRATEGIES = (
     "centeredclip",
     "fedavg+norm",
 )
-ATTACKS = ("none", "sign-flip", "scaling", "label-flip", "gaussian", "alie")
+ATTACKS: tuple[str, ...] = typing.get_args(AttackName)  # every attack the config accepts
 FRACTIONS = (0.1, 0.2, 0.3)
 # attack-scale per attack: scaling multiplies the update by 10; gaussian sends N(0, 1)
 # weights noise; sign-flip sends the negated update; alie and label-flip ignore it.
