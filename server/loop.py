@@ -136,7 +136,15 @@ def run_round(
     rejected = strategy.rejected(server_round, MessageType.TRAIN)
     if registry is not None:
         book.learn_registered(registry.names(grid))
-    train_nodes = per_node("train", sent, replies, rejected, book, fed.round_timeout)
+    train_nodes = per_node(
+        "train",
+        sent,
+        replies,
+        rejected,
+        book,
+        fed.round_timeout,
+        update_norms=strategy.update_norms(server_round),
+    )
     counts = participation(train_nodes)
     if new_arrays is None:  # the strategy aggregates only from `min-train-nodes` valid updates
         raise RunError(

@@ -17,6 +17,7 @@ from server.checkpoint import checkpoint_remains
 from server.records import SiteBook, participation
 
 REASON_CHARS = 200
+UPDATE_NORM_KEY = "update-norm"
 
 
 def short_reason(reason: str) -> str:
@@ -37,13 +38,21 @@ def json_metrics(record: MetricRecord | None) -> dict[str, float | int | None]:
     return out
 
 
-def _outcome(reply: Message, rejected: Mapping[int, str]) -> dict[str, Any]:
+def _outcome(
+    reply: Message, rejected: Mapping[int, str], update_norms: Mapping[int, float]
+) -> dict[str, Any]:
     node_id = reply.metadata.src_node_id
     if reply.has_error():
         return {"status": "failed", "reason": short_reason(reply.error.reason or "")}
     if node_id in rejected:
         return {"status": "rejected", "reason": rejected[node_id]}
-    return {"status": "ok", "metrics": json_metrics(reply.content.metric_records[METRICS_KEY])}
+    outcome: dict[str, Any] = {
+        "status": "ok",
+        "metrics": json_metrics(reply.content.metric_records[METRICS_KEY]),
+    }
+    if node_id in update_norms:
+        outcome[UPDATE_NORM_KEY] = update_norms[node_id]
+    return outcome
 
 
 def per_node(
@@ -53,8 +62,10 @@ def per_node(
     rejected: Mapping[int, str],
     book: SiteBook,
     round_timeout: float,
+    update_norms: Mapping[int, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every sampled node's named outcome: ok (with metrics), failed, timeout or rejected.
+    """Every sampled node's named outcome: ok (with metrics and, for an accepted training
+    update, its ``update-norm``), failed, timeout or rejected.
 
     Each reply with a valid ``site`` record teaches ``book`` the node's name and data kind,
     even when the rest of the reply is rejected.
@@ -71,7 +82,7 @@ def per_node(
         site = None if reply.has_error() else reported_site(reply.content)
         if site is not None:
             book.learn(node_id, site)
-        outcomes[node_id] = _outcome(reply, rejected)
+        outcomes[node_id] = _outcome(reply, rejected, update_norms or {})
     for line in book.new_warnings(sorted(outcomes)):
         log(WARNING, "%s", line)
     nodes = {str(node): {**book.describe(node), **outcome} for node, outcome in outcomes.items()}

@@ -166,6 +166,7 @@ class ValidatingStrategy(Strategy):
         self.clip_norm = clip_norm
         self.current_arrays = ArrayRecord()
         self._rejected: dict[tuple[int, str], dict[int, str]] = {}
+        self._norms: dict[int, dict[int, float]] = {}
 
     def __repr__(self) -> str:
         return f"ValidatingStrategy({self.strategy!r})"
@@ -177,6 +178,11 @@ class ValidatingStrategy(Strategy):
     def rejected(self, server_round: int, message_type: str) -> dict[int, str]:
         """Node id → reason, for every reply of that round and phase that was left out."""
         return dict(self._rejected.get((server_round, message_type), {}))
+
+    def update_norms(self, server_round: int) -> dict[int, float]:
+        """Node id → L2 distance of its accepted update from that round's global model
+        (what ``max-update-norm`` bounds: read it off clean rounds to calibrate the bound)."""
+        return dict(self._norms.get(server_round, {}))
 
     def _keep_valid(
         self, server_round: int, message_type: str, replies: Iterable[Message]
@@ -200,6 +206,15 @@ class ValidatingStrategy(Strategy):
             else:
                 rejected[reply.metadata.src_node_id] = problem
         self._rejected[(server_round, message_type)] = rejected
+        if message_type == MessageType.TRAIN:
+            reference = self.current_arrays.to_numpy_ndarrays()
+            self._norms[server_round] = {
+                reply.metadata.src_node_id: update_norm(
+                    reply.content.array_records[ARRAYS_KEY].to_numpy_ndarrays(), reference
+                )
+                for reply in kept
+                if not reply.has_error()
+            }
         return kept
 
     def configure_train(

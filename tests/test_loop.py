@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,9 @@ def test_round_aggregates_the_valid_updates_and_records_every_node() -> None:
     assert nodes["1"] == {
         "name": "site-1", "data-kind": "folder", "status": "ok",
         "metrics": {"num-examples": 10, "loss": 0.5, "accuracy": 0.75},
+        "update-norm": pytest.approx(math.sqrt(7)),  # 7 weights, each moved by +1
     }  # fmt: skip
+    assert nodes["2"]["update-norm"] == pytest.approx(3 * math.sqrt(7))
     assert record["evaluate"]["loss"] == pytest.approx((1.0 + 3.0 + 1.0) / 3)
     assert grid.timeouts == [7.0, 7.0, 7.0]  # train, validation, evaluate
 
