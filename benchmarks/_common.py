@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,25 +81,6 @@ def load_average() -> float:
 
 
 # -- output ------------------------------------------------------------------------------
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table (also readable in a terminal)."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-        return "" if value is None else str(value)
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    lines += [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in cells
-    ]
-    return "\n".join(lines)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -44,9 +44,9 @@ from benchmarks._common import (
     machine,
     medmnist_overrides,
     run_simulation_child,
-    table,
     write_json,
 )
+from common.text import markdown_table as table
 
 # MedMNIST v2 (Yang et al., Scientific Data 2023), Table of 2D results, 28 px.
 REFERENCE = {

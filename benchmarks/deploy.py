@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import load_average, log, machine, table, write_json
+from benchmarks._common import load_average, log, machine, write_json
+from common.text import markdown_table as table
 
 TARGET_RATIO = 1.2
 CPUS_PER_HOSPITAL = 1.0

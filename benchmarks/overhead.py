@@ -36,9 +36,9 @@ from benchmarks._common import (
     machine,
     medmnist_overrides,
     run_simulation_child,
-    table,
     write_json,
 )
+from common.text import markdown_table as table
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -32,9 +32,9 @@ from benchmarks._common import (
     log,
     machine,
     run_simulation_child,
-    table,
     write_json,
 )
+from common.text import markdown_table as table
 
 GROWTH_FROM_ROUND = 5
 TARGET_GROWTH = 0.10

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "site": ("client.site_cli", "a hospital's tools: `site check`, `keygen`, `approve`, `serve`"),
     "deploy": ("deployment.deploy_cli", "run a real TLS + authenticated federation locally"),
     "perimeter": ("deployment.perimeter_cli", "write the nginx config exposing only the Fleet API"),
+    "audit": ("simulations.audit.cli", "privacy audits of a finished run: `audit membership`"),
 }
 
 

@@ -1,7 +1,8 @@
 """``report.md`` with PNG plots: a run explained without reading its logs.
 
-Built only from the run directory (``config.json``, ``metrics.json``), so the same
-function serves the end of every run and ``fedclinic report RUN_DIR``.
+Built only from the run directory (``config.json``, ``metrics.json`` and, after an audit,
+``audit-membership.json``), so the same function serves the end of every run and
+``fedclinic report RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from common.errors import ConfigError, invalid_value
 from common.files import atomic_path
 from server.records import PHASES, fallback_name, names_of, natural_key, participation
+from server.report_audit import audit_lines
 from server.report_classes import class_names, multiclass_note, per_class_rows
 from server.report_plots import (
     plot_confusion,
@@ -273,6 +275,7 @@ def write_report(run_dir: Path) -> Path:
         *_final_lines(rounds, class_names(config)),
         "",
         *_privacy_lines(config, rounds),
+        *audit_lines(run_dir, PLOTS_DIR),
         "## Plots",
         "",
         *[f"### {title}\n\n![{title}]({PLOTS_DIR}/{path.name})\n" for title, path in images],

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from benchmarks import _common, scale
-from benchmarks._common import REPO, process_tree, resolve_data, table, tree_memory_mib
+from benchmarks._common import REPO, process_tree, resolve_data, tree_memory_mib
+from common.text import markdown_table as table
 
 
 def test_relative_data_paths_resolve_from_the_repository() -> None:
