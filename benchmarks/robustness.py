@@ -48,7 +48,6 @@ from benchmarks._common import (
     log,
     machine,
     medmnist_overrides,
-    table,
     write_json,
 )
 from benchmarks._robustness_grid import (
@@ -63,6 +62,7 @@ from benchmarks._robustness_grid import (
     verdicts,
 )
 from common.errors import invalid_value
+from common.text import markdown_table as table
 
 RESULT_FILE = "robustness-result.json"
 HEADERS = (
@@ -93,8 +93,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-update-norm",
         type=float,
-        default=10.0,
-        help="fedavg+norm: reject updates farther than this (L2) from the global model",
+        default=6.0,
+        help="fedavg+norm: reject updates farther than this (L2) from the global model "
+        "(default: 1.5 x the largest honest `update-norm` of a clean 10-round FedAvg run)",
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config value"
@@ -136,7 +137,8 @@ def run_overrides(args: argparse.Namespace, data: Path, cell: Cell, seed: int) -
     return {
         **medmnist_overrides(args, strategy),
         "data-path": str(data),
-        "min-train-nodes": args.hospitals,
+        # every honest update is needed; an attacker's may be rejected (`max-update-norm`)
+        "min-train-nodes": args.hospitals - cell.attackers,
         "min-evaluate-nodes": args.hospitals,
         "min-available-nodes": args.hospitals,
         **STRATEGY_SETTINGS.get(strategy, {}),

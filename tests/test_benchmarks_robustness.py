@@ -147,12 +147,14 @@ def test_each_run_gets_its_cell_settings(
     # Execute
     run_main(tmp_path, fake, *flags)
 
-    # Assert: one run per seed, each with the cell's keys, its seed and all 10 hospitals
+    # Assert: one run per seed, each with the cell's keys, its seed and all 10 hospitals;
+    # a round aggregates once every honest hospital's update is in (attackers may be rejected)
     assert [call["seed"] for call in fake.calls] == [3, 4]
     for call in fake.calls:
         assert {key: call[key] for key in expected} == expected
         assert (call["attack"], call["attack-fraction"]) == (attack, fraction)
-        assert call["min-train-nodes"] == call["min-available-nodes"] == 10
+        assert call["min-available-nodes"] == call["min-evaluate-nodes"] == 10
+        assert call["min-train-nodes"] == 10 - round(fraction * 10)
         assert (call["dataset"], call["partitioner"], call["dirichlet-alpha"]) == (
             "medmnist",
             "dirichlet",
