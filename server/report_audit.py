@@ -63,6 +63,7 @@ class AuditRow(_Frozen):
 class Audit(_Frozen):
     data: str
     shadow_models: int = Field(alias="shadow-models")
+    non_member_splits: list[str] = Field(alias="non-member-splits", default=[])
     dp: AuditDP
     lowest_fpr: float = Field(alias="lowest-fpr", gt=0.0, le=1.0)
     results: list[AuditRow]
@@ -117,11 +118,17 @@ def audit_lines(run_dir: Path, plots_dir: str) -> list[str]:
     return [*lines, READING, ""]
 
 
+def _splits(names: list[str]) -> str:
+    """ " (splits `train`, `val`)" — empty for an audit written before the splits were kept."""
+    return f" (splits {', '.join(f'`{name}`' for name in names)})" if names else ""
+
+
 def _intro(audit: Audit) -> list[str]:
     return [
         "Membership inference against this run (`fedclinic audit membership`): members are "
         "the training images of the hospitals that trained, non-members the images of "
-        f"`{audit.data}` that no hospital trained on; LiRA (offline) used "
+        f"`{audit.data}`{_splits(audit.non_member_splits)} that no hospital trained on; "
+        "LiRA (offline) used "
         f"{audit.shadow_models} shadow federations. `global`: the final global model; "
         "`update`: one hospital's returned model after one more round, as the coordinator "
         f"sees it. Intervals: {LEVEL} bootstrap. {_dp_text(audit.dp)}"

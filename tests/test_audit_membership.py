@@ -258,12 +258,14 @@ def test_json_has_exactly_the_contracts_fields(overfit: tuple[Case, AuditResult]
         "run-dir",
         "data",
         "shadow-models",
+        "non-member-splits",
         "dp",
         "lowest-fpr",
         "results",
         "verdict",
     ]
     assert document["dp"] == {"mode": "off", "epsilon": None, "delta": None}
+    assert document["non-member-splits"] == ["train", "val"]
     assert (document["run-dir"], document["shadow-models"]) == (str(case.run_dir), 8)
     assert document["verdict"] == "no-dp"
     for row in document["results"]:

@@ -125,6 +125,20 @@ def test_a_run_without_dp_has_no_bound_and_says_so(tmp_path: Path) -> None:
     assert lines[0].endswith("The run used no differential privacy.")
 
 
+@pytest.mark.parametrize(
+    ("splits", "named"),
+    [(["train", "val"], " (splits `train`, `val`)"), (["test"], " (splits `test`)"), ([], "")],
+)
+def test_the_intro_names_the_non_member_splits(
+    tmp_path: Path, splits: list[str], named: str
+) -> None:
+    run = make_run(tmp_path, json.dumps(audit(**{"non-member-splits": splits})))
+
+    lines = audit_section(write_report(run))
+
+    assert f"`/data/pneumoniamnist.npz`{named} that no hospital trained on;" in lines[0]
+
+
 def test_without_an_audit_the_report_has_no_audit_section(tmp_path: Path) -> None:
     run = make_run(tmp_path)
 

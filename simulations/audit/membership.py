@@ -86,6 +86,7 @@ class AuditResult:
     run_dir: Path
     data: Path
     shadow_models: int
+    non_member_splits: tuple[str, ...]
     privacy: RunPrivacy
     lowest_fpr: float  # 1 / non-members: the smallest FPR the sample resolves
     rows: tuple[AuditRow, ...]
@@ -108,6 +109,7 @@ class AuditResult:
             "run-dir": str(self.run_dir),
             "data": str(self.data),
             "shadow-models": self.shadow_models,
+            "non-member-splits": list(self.non_member_splits),
             "dp": {
                 "mode": self.privacy.mode,
                 "epsilon": self.privacy.epsilon,
@@ -192,6 +194,7 @@ def audit_membership(
         run_dir=run_dir,
         data=data,
         shadow_models=shadow_models,
+        non_member_splits=non_member_splits,
         privacy=privacy,
         lowest_fpr=1.0 / int((~candidates.is_member).sum()),
         rows=tuple(rows),
