@@ -48,7 +48,12 @@ def shadow_seed(run_seed: int, audit_seed: int, shadows: int, index: int) -> int
 
 def predict_probabilities(model: Any, images: np.ndarray) -> np.ndarray:
     """Class probabilities of a Keras model, float64."""
-    return np.asarray(model.predict(images, batch_size=256, verbose=0), dtype=np.float64)
+    # eager calls: `predict` traces a new function per model, and TensorFlow warns about
+    # the retracing after a few shadows
+    batches = [
+        np.asarray(model(images[i : i + 256], training=False)) for i in range(0, len(images), 256)
+    ]
+    return np.concatenate(batches).astype(np.float64)
 
 
 def load_model_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
