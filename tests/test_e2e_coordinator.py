@@ -73,6 +73,14 @@ def metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def recorded_rounds(run_dir: Path) -> list[int]:
+    """The rounds metrics.json lists ([] before it is first written or while unreadable)."""
+    try:
+        return [r["round"] for r in metrics(run_dir)["rounds"]]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
 def session_processes(session: int) -> list[int]:
     """Live processes of a session (Ray's raylet, GCS and workers stay in ours)."""
     found = []
@@ -213,7 +221,8 @@ def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(
         start_new_session=True,
     )
     deadline = time.monotonic() + RUN_TIMEOUT
-    while not (run_dir / "checkpoints" / "round-00001.npz").exists():
+    # round 1 is done once its checkpoint and then metrics.json's record of it are written
+    while not ((run_dir / "checkpoints" / "round-00001.npz").exists() and recorded_rounds(run_dir)):
         assert process.poll() is None, "the simulation ended before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
