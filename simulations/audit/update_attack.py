@@ -22,7 +22,6 @@ ledgers in memory only; its ``epsilon`` is then this round's alone.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 
 from client.privacy import SIMULATED_LEDGERS as LEDGERS_DIR
 from common.errors import FedclinicError, invalid_value
-from server.run_dir import CONFIG_FILE, METRICS_FILE, MODEL_FILE
+from server.run_dir import MODEL_FILE
 from simulations.audit.mia_math import example_loss
 
 if TYPE_CHECKING:
@@ -73,18 +72,16 @@ def update_scores(
     own ClientApp and score every candidate by its loss drop. ``seed`` seeds Keras's
     global random state for the round (dropout); DP-SGD's sampling and noise always come
     from OS entropy, as in the hospital."""
-    from common.config import parse_app_config
-    from common.manifest import declared_defaults, project_root, with_overrides
     from common.quiet import import_keras
+    from simulations.audit.candidates import read_run
 
     num_hospitals = len(candidates.hospital_names)
     if not 0 <= hospital < num_hospitals:
         expected = f"a partition id from 0 to {num_hospitals - 1} (the run's hospitals)"
         raise FedclinicError(invalid_value("hospital", expected, hospital))
-    stored = _read_object(run_dir / CONFIG_FILE)  # onto the defaults: older runs lack keys
-    run_config = with_overrides(declared_defaults(project_root() / "pyproject.toml"), stored)
-    config = parse_app_config(run_config)
-    server_round = _last_round(run_dir / METRICS_FILE) + 1
+    run = read_run(run_dir)  # config.json onto the defaults (older runs lack keys), rounds
+    run_config, config = run.values, run.config
+    server_round = _last_round(run.rounds) + 1
     keras = import_keras()
     keras.utils.set_random_seed(seed)
     global_weights = _global_weights(run_dir / MODEL_FILE)
@@ -112,28 +109,8 @@ def update_scores(
     )
 
 
-def _read_object(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FedclinicError(
-            invalid_value("RUN_DIR", f"a run directory containing {path.name}", str(path.parent))
-        ) from None
-    except (OSError, ValueError) as error:
-        raise FedclinicError(f"Invalid JSON in {path}: {error}.") from None
-    if not isinstance(document, dict):
-        raise FedclinicError(
-            f"Invalid content in {path}. Expected a JSON object. "
-            f"Received: {type(document).__name__}"
-        )
-    return document
-
-
-def _last_round(path: Path) -> int:
+def _last_round(rounds: list[dict[str, Any]]) -> int:
     """The last round ``metrics.json`` records (0 when it records none)."""
-    rounds = _read_object(path).get("rounds")
-    if not isinstance(rounds, list):
-        raise FedclinicError(f"Invalid content in {path}. Expected a `rounds` list.")
     numbers = [r.get("round") for r in rounds if isinstance(r, dict)]
     return max((n for n in numbers if isinstance(n, int)), default=0)
 
