@@ -19,7 +19,8 @@ import pytest
 
 from common.metrics import binary_auc
 from simulations.audit.candidates import Candidates, load_candidates
-from simulations.audit.membership import AuditResult, audit_membership
+from simulations.audit.membership import audit_membership
+from simulations.audit.rows import AuditResult
 from simulations.audit.shadows import ShadowJob
 from simulations.audit.update_attack import UpdateAttack
 from tests.audit_factories import (

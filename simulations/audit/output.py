@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulations.audit.membership import JSON_FILE, PLOT_FILE, AuditResult, AuditRow, fpr_labels
+from simulations.audit.membership import JSON_FILE, PLOT_FILE
+from simulations.audit.rows import AuditResult, AuditRow, fpr_labels
 
 HEADERS = (
     "target",
