@@ -24,6 +24,11 @@ from client.privacy import (
     ledger_lock,
     plan_round,
 )
+from client.secure_aggregation import (
+    compact_masked_vectors,
+    secagg_reply_guard,
+    secure_aggregation,
+)
 from client.simulated_faults import simulated_faults
 from client.site import SimulatedSites, resolve_site
 from common.config import parse_app_config, parse_train_config
@@ -111,7 +116,7 @@ def build_client_app(
     mods: Sequence[Mod] = (),
     context_mods: Sequence[Mod] = (),
 ) -> ClientApp:
-    """The hospital's ClientApp.
+    """The hospital's ClientApp (plain and SecAgg+ rounds alike).
 
     ``simulated_sites`` gives simulated hospitals their data (None: the installed entry
     point, see :mod:`client.site`). ``mods`` run inside the privacy mods, next to the
@@ -120,6 +125,14 @@ def build_client_app(
     simulation's run config, :func:`simulations.runner.with_run_config`). Without
     ``simulated_sites`` a simulated node's faults come from the installed entry point
     (:mod:`client.simulated_faults`).
+
+    Mods, outermost first: ``context_mods``, ``contain_errors``, ``secagg_reply_guard``,
+    ``compact_masked_vectors`` (the masked vector as uint32), ``secure_aggregation``
+    (SecAgg+ train messages only: Flower's ``secaggplus_mod``, then the legacy train
+    bridge; see :mod:`client.secure_aggregation`), ``only_weights_leave``, ``mods`` /
+    simulated faults; the train handler runs inside ``hospital_dp_clipping``. In
+    a SecAgg+ round the chain from ``only_weights_leave`` inward runs once, at the collect
+    stage, on the contract's train request: clip, then delta, then mask.
     """
 
     def on_train(msg: Message, context: Context) -> Message:
@@ -129,7 +142,9 @@ def build_client_app(
         return evaluate(msg, context, simulated_sites)
 
     inner = [*mods] if simulated_sites is not None else [*mods, simulated_faults]
-    client_app = ClientApp(mods=[*context_mods, contain_errors, only_weights_leave, *inner])
+    secagg = [secagg_reply_guard, compact_masked_vectors, secure_aggregation]
+    outer = [*context_mods, contain_errors, *secagg]
+    client_app = ClientApp(mods=[*outer, only_weights_leave, *inner])
     client_app.train(mods=[hospital_dp_clipping])(on_train)
     client_app.evaluate()(on_evaluate)
     return client_app

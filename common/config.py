@@ -8,6 +8,7 @@ never a silently different default.
 
 from __future__ import annotations
 
+import typing
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import Field, model_validator
 from common.data.partition import PartitionKind
 from common.data.schema import DataSpec
 from common.errors import invalid_value
+from common.secagg_config import secure_run_problem, shares_problem, sum_fits_problem
 from common.settings import Settings, section, validate
 
 StrategyName = Literal[
@@ -41,6 +43,7 @@ LocalOptimizer = Literal["adam", "sgd"]
 HOSPITAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 DatasetKind = Literal["synthetic", "medmnist", "folder"]
 AttackName = Literal["none", "sign-flip", "scaling", "label-flip", "gaussian", "alie"]
+UPDATE_ATTACKS: tuple[str, ...] = ("sign-flip", "scaling", "gaussian", "alie")
 # The smallest image the synthetic generator makes: common/data/synthetic.py refuses smaller
 # ones on every hospital, so the config refuses them first (tests/test_config.py checks both agree).
 SYNTHETIC_MIN_IMAGE_SIZE = 16
@@ -74,6 +77,22 @@ class FederationConfig(Settings):
     checkpoints_keep: int = Field(ge=1)
     early_stopping_patience: int = Field(ge=0)
     site_registry: str
+    secure_aggregation: bool
+    secagg_num_shares: int | float
+    secagg_reconstruction_threshold: int | float
+    secagg_clipping_range: float = Field(gt=0.0, allow_inf_nan=False)
+    secagg_quantization_range: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _secagg_protocol(self) -> FederationConfig:
+        on = self.secure_aggregation
+        hospitals = max(self.min_available_nodes, self.min_train_nodes)
+        problem = shares_problem(
+            self.secagg_num_shares, self.secagg_reconstruction_threshold, on, self.min_train_nodes
+        ) or sum_fits_problem(on, self.secagg_quantization_range, hospitals)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _site_registry_is_absolute(self) -> FederationConfig:
@@ -268,6 +287,20 @@ class AppConfig(Settings):
                     self.federation.strategy,
                 )
             )
+        return self
+
+    @model_validator(mode="after")
+    def _secure_aggregation_needs(self) -> AppConfig:
+        fed = self.federation
+        problem = fed.secure_aggregation and secure_run_problem(
+            fed.strategy,
+            typing.get_args(StrategyName),
+            fed.max_update_norm,
+            self.adversary.attack,
+            UPDATE_ATTACKS,
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 

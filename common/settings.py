@@ -65,7 +65,8 @@ def _describe(model: type[Settings], err: ValidationError, source: dict[str, Any
     loc = [str(part) for part in first["loc"] if not isinstance(part, int)]
     if not loc:  # a model-level check: its message is already complete
         return str(first["msg"]).removeprefix("Value error, ")
-    key = loc[-1]
+    keys = set(kebab_keys(model))  # a union's error adds the member type (`int`) after the key
+    key = next((part for part in reversed(loc) if part in keys), loc[-1])
     received = first.get("input", source.get(key))
     return invalid_value(key, _expected(model, key, first), received)
 
@@ -77,7 +78,7 @@ def _expected(model: type[Settings], key: str, error: Any) -> str:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
     noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         annotation,  # type: ignore[arg-type]
-        "a valid value",
+        "a number" if set(typing.get_args(annotation)) == {int, float} else "a valid value",
     )
     bounds = []
     for item in field.metadata if field is not None else []:

@@ -11,6 +11,9 @@ app's bundle (`site approve`), each hospital is a SuperNode in `--isolation proc
 the long-lived executor `fedclinic site serve` (only approved bundles run, no per-message
 start), the SuperLink listens on loopback and the SuperNodes reach it through nginx
 (Fleet API only); `flwr run` goes to the SuperLink on loopback.
+
+With --secure-aggregation, the run has `secure-aggregation = true`: the hospitals' updates
+reach the coordinator only as one SecAgg+ masked sum (the same ClientApp serves both modes).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class DeployOptions:
     perimeter: bool = False
     # the hospital executor's command before its options (--perimeter); None: `site serve`
     serve: Sequence[str] | None = None
+    secure_aggregation: bool = False  # run config `secure-aggregation = true` (SecAgg+)
 
 
 def register(subparsers: Any) -> None:
@@ -89,6 +93,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="nginx in front of a loopback SuperLink; approved apps only, via `site serve`",
     )
+    local.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="run with `secure-aggregation = true` (SecAgg+: the coordinator sees only the "
+        "sum of the updates); needs --sites ≥ 3",
+    )
     local.set_defaults(handler=run_local)
 
 
@@ -116,6 +126,9 @@ def _options(args: argparse.Namespace) -> DeployOptions:
         raise ConfigError(invalid_value("--examples", "an integer ≥ 1", args.examples))
     if args.timeout <= 0:
         raise ConfigError(invalid_value("--timeout", "a number > 0", args.timeout))
+    if args.secure_aggregation and args.sites < 3:  # every site trains: min-train-nodes ≥ 3
+        expected = "an integer ≥ 3 with --secure-aggregation"
+        raise ConfigError(invalid_value("--sites", expected, args.sites))
     app = project_root()
     if not (app / "pyproject.toml").is_file():  # `flwr run` builds the app from its folder
         raise ConfigError(invalid_value("app folder", "a folder with pyproject.toml", str(app)))
@@ -123,7 +136,13 @@ def _options(args: argparse.Namespace) -> DeployOptions:
         raise ConfigError(invalid_value("--workdir", "a new or empty directory", str(args.workdir)))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fedclinic-deploy-"))
     return DeployOptions(
-        args.sites, args.rounds, args.examples, workdir, args.timeout, args.perimeter
+        args.sites,
+        args.rounds,
+        args.examples,
+        workdir,
+        args.timeout,
+        args.perimeter,
+        secure_aggregation=args.secure_aggregation,
     )
 
 
@@ -133,18 +152,13 @@ def deploy_local(
     before_run: Callable[[LocalFederation], list[Started]] | None = None,
 ) -> Deployment:
     """The whole local deployment; ``before_run(federation)`` may start more nodes (tests)."""
-    from deployment.deploy_local import (
-        LocalFederation,
-        app_config,
-        deployment_env,
-        federation_config,
-    )
+    from deployment.deploy_local import LocalFederation, app_config, deployment_env
     from deployment.processes import Supervisor
 
     started_at = time.monotonic()
     workdir = options.workdir.resolve()
     names = [f"site-{i + 1}" for i in range(options.sites)]
-    run_config = federation_config(options.sites, options.rounds, options.examples, workdir / "run")
+    run_config = run_config_for(options, workdir)
     config = app_config(run_config)
     console.print(f"[bold]fedclinic deploy local[/bold]: work directory {workdir}")
     with Supervisor(deployment_env(), workdir / "logs") as supervisor:
@@ -168,7 +182,10 @@ def deploy_local(
             ]
         _ok(console, f"{options.sites} SuperNodes started (TLS, authenticated)")
         extra = before_run(federation) if before_run else []
-        console.print(f"[bold]flwr run[/bold] {options.rounds} round(s) on {options.sites} sites")
+        secure = " with secure aggregation (SecAgg+)" if options.secure_aggregation else ""
+        console.print(
+            f"[bold]flwr run[/bold] {options.rounds} round(s) on {options.sites} sites{secure}"
+        )
         result = federation.run(
             run_config, options.timeout, watch=[*nodes], on_line=_progress(console)
         )
@@ -182,6 +199,17 @@ def deploy_local(
         f"logs in {workdir / 'logs'}"
     )
     return Deployment(result, node_ids, extra, list(supervisor.started), total, exit_codes)
+
+
+def run_config_for(options: DeployOptions, workdir: Path) -> dict[str, Any]:
+    """The run config ``flwr run`` gets: the local federation's, with
+    ``secure-aggregation = true`` under ``--secure-aggregation``."""
+    from deployment.deploy_local import federation_config
+
+    run_config = federation_config(options.sites, options.rounds, options.examples, workdir / "run")
+    if options.secure_aggregation:
+        run_config["secure-aggregation"] = True
+    return run_config
 
 
 def _start_perimeter(

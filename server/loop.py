@@ -18,7 +18,7 @@ A node's name is the one the coordinator's site registry gives its key (``site-r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import INFO
 from typing import Any
@@ -34,10 +34,12 @@ from common.errors import RunError
 from server.privacy import round_privacy
 from server.records import SiteBook, participation
 from server.registry import SiteRegistry
-from server.round_record import json_metrics, per_node, round_summary, stop_message
+from server.round_record import json_metrics, per_node, round_summary
+from server.secure_aggregation import secure_train
 from server.selection import ModelSelection
+from server.train_phase import bounded, plain_train
+from server.train_phase import train_config_record as train_config_record  # its old home
 from server.validation import ValidatingStrategy
-from server.waits import BoundedGrid, required_nodes
 
 CentralEval = Callable[[list[np.ndarray]], dict[str, Any]]
 RoundDone = Callable[[int, ArrayRecord, dict[str, Any]], None]
@@ -49,39 +51,15 @@ class RoundOutcome:
     record: dict[str, Any]
 
 
-def train_config_record(config: AppConfig) -> ConfigRecord:
-    """What every hospital is told about local training this round."""
-    train = config.train
-    return ConfigRecord(
-        {
-            "local-epochs": train.local_epochs,
-            "batch-size": train.batch_size,
-            "learning-rate": train.learning_rate,
-            "proximal-mu": train.proximal_mu if config.federation.strategy == "fedprox" else 0.0,
-            "local-steps": train.local_steps,
-            "local-optimizer": train.local_optimizer,
-            "local-momentum": train.local_momentum,
-            "augment": train.augment,
-            "augment-shift": train.augment_shift,
-            "augment-rotation": train.augment_rotation,
-            "augment-intensity": train.augment_intensity,
-            "augment-contrast": train.augment_contrast,
-        }
-    )
-
-
 def _exchange(
     grid: Grid,
     configure: Callable[[Grid], Iterable[Message]],
     config: AppConfig,
 ) -> tuple[list[Message], list[Message]]:
-    fed = config.federation
-    bounded = BoundedGrid(grid, required_nodes(fed), fed.node_wait_timeout)
-    bounded.wait()
-    sent = list(configure(bounded))
+    sent = list(configure(bounded(grid, config)))
     if not sent:
         return [], []
-    return sent, list(grid.send_and_receive(sent, timeout=fed.round_timeout))
+    return sent, list(grid.send_and_receive(sent, timeout=config.federation.round_timeout))
 
 
 def evaluate_split(
@@ -118,38 +96,26 @@ def run_round(
     central_eval: CentralEval | None = None,
     book: SiteBook | None = None,
     registry: SiteRegistry | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
 ) -> RoundOutcome:
     """One round: train, aggregate the valid updates, evaluate; every node recorded.
 
-    ``book`` remembers hospital names across rounds (a fresh one when not given);
-    ``registry`` names nodes by their registered keys after each phase's replies.
+    The train phase is plain (every update reaches the strategy) or, with
+    ``secure-aggregation``, SecAgg+ (:func:`server.secure_aggregation.secure_train`, whose
+    scale comes from ``history``, the records of the rounds before). ``book`` remembers
+    hospital names across rounds (a fresh one when not given); ``registry`` names nodes by
+    their registered keys after each phase's replies.
     """
     started = time.monotonic()
-    fed = config.federation
     book = SiteBook() if book is None else book
-    sent, replies = _exchange(
-        grid,
-        lambda g: strategy.configure_train(server_round, arrays, train_config_record(config), g),
-        config,
+    train = (
+        secure_train(grid, strategy, arrays, server_round, config, book, registry, history)
+        if config.federation.secure_aggregation
+        else plain_train(grid, strategy, arrays, server_round, config, book, registry)
     )
-    new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
-    rejected = strategy.rejected(server_round, MessageType.TRAIN)
-    if registry is not None:
-        book.learn_registered(registry.names(grid))
-    train_nodes = per_node(
-        "train",
-        sent,
-        replies,
-        rejected,
-        book,
-        fed.round_timeout,
-        update_norms=strategy.update_norms(server_round),
-    )
-    counts = participation(train_nodes)
-    if new_arrays is None:  # the strategy aggregates only from `min-train-nodes` valid updates
-        raise RunError(
-            stop_message(server_round, train_nodes, fed.min_train_nodes, config.privacy.dp)
-        )
+    new_arrays, train_nodes = train.arrays, train.nodes
+    if new_arrays is None:  # too few valid updates (`min-train-nodes`) or SecAgg+ halted
+        raise RunError(train.stop)
     val_metrics, val_nodes = evaluate_split(
         grid, strategy, new_arrays, server_round, config, "val", book, registry
     )
@@ -159,11 +125,12 @@ def run_round(
     record: dict[str, Any] = {
         "round": server_round,
         # a mean of the hospitals' ε means nothing: each one's is in its node record
-        "train": {k: v for k, v in json_metrics(train_metrics).items() if k != EPSILON_KEY},
+        "train": {k: v for k, v in json_metrics(train.metrics).items() if k != EPSILON_KEY},
         "validation": json_metrics(val_metrics),
         "evaluate": json_metrics(evaluate_metrics),
-        "participation": counts,
+        "participation": participation(train_nodes),
         "nodes": {"train": train_nodes, "validation": val_nodes, "evaluate": eval_nodes},
+        **train.record,
     }
     privacy = round_privacy(strategy, config, train_nodes)
     if privacy is not None:
@@ -195,11 +162,13 @@ def run_federation(
     rounds = config.federation.num_server_rounds
     registry = SiteRegistry.load(config.federation.site_registry)
     book = SiteBook(registered=None if registry is None else {})
-    book.learn_rounds(history)
+    records = list(history)
+    book.learn_rounds(records)
     for server_round in range(first_round, rounds + 1):
         outcome = run_round(
-            grid, strategy, arrays, server_round, config, central_eval, book, registry
+            grid, strategy, arrays, server_round, config, central_eval, book, registry, records
         )
+        records.append(outcome.record)
         arrays = outcome.arrays
         if selection is not None:
             selection.observe(server_round, arrays, outcome.record)

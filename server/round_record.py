@@ -4,9 +4,9 @@ the one-line round summary and the one-line reason a round stopped the run."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from logging import WARNING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message, MetricRecord
 from flwr.common import log
@@ -15,6 +15,9 @@ from common.contract import DATA_KIND, METRICS_KEY, reported_site
 from common.text import strip_ansi
 from server.checkpoint import checkpoint_remains
 from server.records import SiteBook, participation
+
+if TYPE_CHECKING:
+    from server.secagg_workflow import StageRecord
 
 REASON_CHARS = 200
 UPDATE_NORM_KEY = "update-norm"
@@ -83,6 +86,13 @@ def per_node(
         if site is not None:
             book.learn(node_id, site)
         outcomes[node_id] = _outcome(reply, rejected, update_norms or {})
+    return named(phase, outcomes, book)
+
+
+def named(
+    phase: str, outcomes: Mapping[int, dict[str, Any]], book: SiteBook
+) -> dict[str, dict[str, Any]]:
+    """Each node's outcome under its name (and data kind); every problem logged."""
     for line in book.new_warnings(sorted(outcomes)):
         log(WARNING, "%s", line)
     nodes = {str(node): {**book.describe(node), **outcome} for node, outcome in outcomes.items()}
@@ -102,6 +112,72 @@ def per_node(
     return nodes
 
 
+BEFORE_MASKING = ("setup", "share_keys")
+
+
+def first_miss(node_id: int, stages: Sequence[StageRecord]) -> StageRecord | None:
+    """The first SecAgg+ stage ``node_id`` was sent and did not answer (None: none)."""
+    return next((s for s in stages if s.outcomes.get(node_id, "ok") != "ok"), None)
+
+
+def _missed(node_id: int, stage: StageRecord) -> dict[str, Any]:
+    status = stage.outcomes[node_id]
+    if status == "failed":
+        reason = short_reason(stage.reasons.get(node_id, ""))
+    elif stage.stage == "collect_masked_vectors":
+        reason = f"no reply within `round-timeout` ({stage.timeout:g} s)"
+    else:
+        reason = f"no reply within the SecAgg+ stage timeout ({stage.timeout:g} s)"
+    return {"status": status, "stage": stage.stage, "reason": reason}
+
+
+def stage_outcomes(
+    sampled: Iterable[int],
+    stages: Sequence[StageRecord],
+    contributors: Mapping[int, Mapping[str, Any]],
+    rejected: Mapping[int, str],
+    halted: str = "",
+) -> dict[int, dict[str, Any]]:
+    """Every sampled node's SecAgg+ train outcome, from the workflow's stages.
+
+    ``contributors``: node id → what its ok record holds (``metrics``: the plaintext ones),
+    for each node whose masked update is in the unmasked sum. ``ok``: its update is in the
+    sum (a node that then missed ``unmask`` is still ``ok``, with that stage and reason).
+    ``failed`` / ``timeout`` with the ``stage`` it missed. ``rejected``: its plaintext reply
+    broke the contract (its update is in the sum all the same). ``failed`` with the
+    workflow's last stage and the reason ``halted`` when no sum was unmasked.
+    """
+    outcomes: dict[int, dict[str, Any]] = {}
+    last = stages[-1].stage if stages else "setup"
+    for node_id in sampled:
+        miss = first_miss(node_id, stages)
+        if node_id in rejected:
+            reason = f"{rejected[node_id]} (its masked update is in the sum)"
+            outcomes[node_id] = {"status": "rejected", "reason": reason}
+        elif node_id in contributors:
+            outcome: dict[str, Any] = {"status": "ok", **contributors[node_id]}
+            if miss is not None:  # only `unmask` can follow a summed update
+                late = _missed(node_id, miss)
+                outcome |= {"stage": late["stage"], "reason": late["reason"]}
+            outcomes[node_id] = outcome
+        elif miss is not None:
+            outcomes[node_id] = _missed(node_id, miss)
+        else:
+            outcomes[node_id] = {"status": "failed", "stage": last, "reason": halted}
+    return outcomes
+
+
+def dropouts(sampled: Iterable[int], stages: Sequence[StageRecord]) -> dict[str, int]:
+    """How many sampled nodes dropped before masking (``setup`` / ``share_keys``: left out
+    of every mask) and after (``collect_masked_vectors`` / ``unmask``)."""
+    counts = {"before-masking": 0, "after-masking": 0}
+    for node_id in sampled:
+        miss = first_miss(node_id, stages)
+        if miss is not None:
+            counts["before-masking" if miss.stage in BEFORE_MASKING else "after-masking"] += 1
+    return counts
+
+
 STOP_REASONS_SHOWN = 3
 
 
@@ -110,11 +186,13 @@ def stop_message(
     nodes: Mapping[str, Mapping[str, Any]],
     min_train_nodes: int,
     dp: str = "off",
+    rule: str = "",
 ) -> str:
     """One line: how many hospitals sent a valid update, and why the others did not.
 
     Under hospital-level DP Flower's accountant releases an aggregate only when every
-    sampled hospital (exactly ``min-train-nodes``) sent a valid update.
+    sampled hospital (exactly ``min-train-nodes``) sent a valid update. ``rule`` replaces
+    the rule that stopped the run (SecAgg+'s reconstruction threshold).
     """
     counts = participation(nodes)
     problems = sorted(
@@ -127,7 +205,7 @@ def stop_message(
         else ""
     )
     why = f" Why: {shown}{more}." if problems else ""
-    rule = (
+    rule = rule or (
         f"hospital-level DP aggregates only when all {min_train_nodes} sampled hospitals "
         "(`min-train-nodes`) send a valid update"
         if dp == "hospital"

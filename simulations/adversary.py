@@ -1,6 +1,6 @@
 """Simulated attackers on the coordinator's side: their train replies, tampered.
 
-In a simulation the update attacks (:data:`simulations.attacks.UPDATE_ATTACKS`) are applied
+In a simulation the update attacks (:data:`common.config.UPDATE_ATTACKS`) are applied
 to the attackers' train replies as they arrive, before reply validation and aggregation
 (``server.validation.ValidatingStrategy`` calls :class:`SimulatedAdversary` first), so a
 defence sees exactly what a malicious hospital would have sent. The adversary sees every
@@ -22,11 +22,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 from flwr.serverapp import Grid
 
-from common.config import AdversaryConfig, AppConfig
+from common.config import UPDATE_ATTACKS, AdversaryConfig, AppConfig
 from common.contract import ARRAYS_KEY, SITE_NAME, reported_site
 from common.seeding import derive_seed
 from simulations.attacks import (
-    UPDATE_ATTACKS,
     Weights,
     alie,
     alie_z,

@@ -27,7 +27,6 @@ import numpy as np
 from common.seeding import derive_seed
 
 Weights = list[np.ndarray]
-UPDATE_ATTACKS: tuple[str, ...] = ("sign-flip", "scaling", "gaussian", "alie")
 
 
 def attacker_count(fraction: float, num_partitions: int) -> int:

@@ -7,6 +7,12 @@ for that round from ``(seed, round, partition-id)`` (:func:`fault_for`): with pr
 ``dropout-rate`` it raises, so its reply is an error (recorded ``failed``); otherwise, with
 probability ``straggler-rate``, it waits ``straggler-delay`` seconds before training (past
 ``round-timeout`` it is recorded ``timeout``). Evaluate requests are left alone.
+
+Under secure aggregation a round's train phase is four SecAgg+ stages; the hospital trains
+only at ``collect_masked_vectors``, so faults fire there and nowhere else
+(:func:`is_training_step`). Inside the ClientApp this mod only ever sees that stage, as a
+contract train request (``client.secure_aggregation``); the check also holds wherever else
+the mod is installed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Literal
 import numpy as np
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from common.config import parse_app_config
 from common.contract import CONFIG_KEY
@@ -47,14 +54,23 @@ def fault_for(
     return "none"
 
 
+def is_training_step(msg: Message) -> bool:
+    """A train message on which the hospital trains: a plain one, or SecAgg+'s
+    ``collect_masked_vectors`` stage (``secaggplus_mod`` removes the stage key before it
+    calls the chain inside it, so a SecAgg+ message without one is at that stage)."""
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return False
+    secagg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if secagg is None:
+        return True
+    return secagg.get(Key.STAGE, Stage.COLLECT_MASKED_VECTORS) == Stage.COLLECT_MASKED_VECTORS
+
+
 def unreliable_mod(sleep: Callable[[float], None]) -> Callable[..., Message]:
     """The mod, with ``sleep`` to wait (tests pass a recorder)."""
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if (
-            msg.metadata.message_type != MessageType.TRAIN
-            or "partition-id" not in context.node_config
-        ):
+        if not is_training_step(msg) or "partition-id" not in context.node_config:
             return call_next(msg, context)
         config = parse_app_config(dict(context.run_config))
         settings = config.adversary
