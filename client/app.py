@@ -24,11 +24,8 @@ from client.privacy import (
     ledger_lock,
     plan_round,
 )
-from client.secure_aggregation import (
-    compact_masked_vectors,
-    secagg_reply_guard,
-    secure_aggregation,
-)
+from client.secagg_transport import compact_masked_vectors, secagg_reply_guard
+from client.secure_aggregation import secure_aggregation
 from client.simulated_faults import simulated_faults
 from client.site import SimulatedSites, resolve_site
 from common.config import parse_app_config, parse_train_config

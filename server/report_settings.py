@@ -69,6 +69,13 @@ PRIVACY_SETTINGS = (
     "dp-noise-multiplier",
     "max-epsilon",
 )
+SECURE_AGGREGATION_SETTINGS = (
+    "secure-aggregation",
+    "secagg-num-shares",
+    "secagg-reconstruction-threshold",
+    "secagg-clipping-range",
+    "secagg-quantization-range",
+)
 RUN_SETTINGS = ("seed", "central-eval-path", "checkpoints-keep", "resume")
 SIMULATION_SETTINGS = (
     "dataset",
@@ -88,7 +95,8 @@ NOT_REPORTED = "not reported"
 def coordinator_settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(key, value) of every setting the coordinator decided for this run, in a fixed order.
 
-    The DP settings appear when the run used DP (``dp`` other than 'off').
+    The DP settings appear when the run used DP (``dp`` other than 'off'), the SecAgg+
+    settings when it used secure aggregation.
     """
     keys = [
         *FEDERATION_SETTINGS,
@@ -96,6 +104,7 @@ def coordinator_settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
         *LOCAL_TRAINING_SETTINGS,
         *CONTRACT_SETTINGS,
         *(PRIVACY_SETTINGS if config.get("dp", "off") != "off" else ()),
+        *(SECURE_AGGREGATION_SETTINGS if config.get("secure-aggregation") else ()),
         *RUN_SETTINGS,
     ]
     return [(key, config[key]) for key in keys if key in config]

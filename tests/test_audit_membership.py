@@ -211,6 +211,17 @@ def test_update_row_is_that_hospitals_members_against_all_non_members(root: Path
     assert result.notes == ("LiRA skipped: --shadow-models 0 (loss attack only)",)
 
 
+def test_a_secure_aggregation_run_says_what_its_update_row_means(root: Path) -> None:
+    case = make_case(root, overfit=True, secure_aggregation=True, min_train_nodes=3)
+
+    result = audit(case, shadows=0, update=FakeUpdate())
+
+    assert result.notes[-1] == (
+        "secure aggregation was on: this run's coordinator saw only the masked sum; the "
+        "update row shows what one hospital's update would have revealed without it"
+    )
+
+
 @pytest.mark.parametrize(
     ("settings", "update_epsilon", "verdict", "epsilons"),
     [

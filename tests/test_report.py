@@ -180,6 +180,22 @@ def test_coordinator_settings_list_what_the_coordinator_decided(tmp_path: Path) 
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("secure", [False, True])
+def test_secure_aggregation_settings_show_only_when_it_was_on(tmp_path: Path, secure: bool) -> None:
+    directory = run_dir(tmp_path, central=False, outcome={"status": "completed"})
+    config = {**run_config(min_train_nodes=3), "secure-aggregation": secure}
+    (directory / "config.json").write_text(json.dumps(config))
+    keys = (
+        "secure-aggregation", "secagg-num-shares", "secagg-reconstruction-threshold",
+        "secagg-clipping-range", "secagg-quantization-range",
+    )  # fmt: skip
+
+    settings = section(write_report(directory).read_text(), "Coordinator settings")
+
+    shown = [f"| `{key}` | `{config[key]!r}` |" for key in keys]
+    assert [line for line in shown if line in settings] == (shown if secure else [])
+
+
 def test_a_deployed_run_never_shows_the_coordinators_data_settings(tmp_path: Path) -> None:
     directory = run_dir(tmp_path, central=False, outcome={"status": "completed"}, kind="folder")
 

@@ -39,14 +39,12 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import build_client_app
 from client.mods import contain_errors
+from client.secagg_transport import UnmaskedReplyError, secagg_reply_guard, widen_masked_vectors
 from client.secure_aggregation import (
     SaturationError,
-    UnmaskedReplyError,
     check_range,
     legacy_train_bridge,
-    secagg_reply_guard,
     secure_aggregation,
-    widen_masked_vectors,
 )
 from common.config import TrainConfig
 from common.models import build_model

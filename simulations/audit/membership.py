@@ -106,6 +106,11 @@ def audit_membership(
         f"global model, {name}": stats.roc(scores, candidates.is_member)
         for name, scores in attacks.items()
     }
+    if run.config.federation.secure_aggregation:
+        notes.append(
+            "secure aggregation was on: this run's coordinator saw only the masked sum; the "
+            "update row shows what one hospital's update would have revealed without it"
+        )
     say(f"update of {candidates.hospital_names[chosen]}: one more round")
     scorer = update_scores if update_scores is not None else _default_update_scores()
     update = scorer(run_dir, candidates, chosen, seed=seed)
