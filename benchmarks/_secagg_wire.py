@@ -1,11 +1,11 @@
 """Flower's SecAgg+ in this process: ``SecAggPlusWorkflow`` against ``secaggplus_mod``.
 
 :func:`secure_mean` runs one round's four stages (setup, share_keys,
-collect_masked_vectors, unmask) between Flower's server workflow, inside a private
-``LegacyContext`` with a strategy that only keeps the unmasked aggregate, and one ClientApp
-per hospital (``secaggplus_mod`` in front of a handler that answers with a given update),
-over :class:`WireGrid`: every message crosses Flower's protobuf both ways, as on the wire,
-and is counted in bytes. Nothing of the protocol is reimplemented here.
+collect_masked_vectors, unmask) through the coordinator's own driver and workflow subclass
+(:mod:`server.secagg_workflow`) against one ClientApp per hospital (``secaggplus_mod`` in
+front of a handler that answers with a given update), over :class:`WireGrid`: every message
+crosses Flower's protobuf both ways, as on the wire, and is counted in bytes. Nothing of the
+protocol is reimplemented here.
 """
 
 from __future__ import annotations
@@ -20,22 +20,14 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
     FitRes,
-    Parameters,
-    Scalar,
-    parameters_to_ndarrays,
 )
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy as LegacyStrategy
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 FIRST_NODE_ID = 101
 COLLECT_STAGE = "collect_masked_vectors"
+STAGE_TIMEOUT = 60.0  # every message is answered at once in this process
 Update = list[np.ndarray]
 
 
@@ -157,55 +149,6 @@ def hospitals_app(updates: Sequence[Update], weights: Sequence[float], drop: set
     return app
 
 
-class CaptureStrategy(LegacyStrategy):
-    """The legacy strategy the workflow needs: every node of ``grid`` trains; the unmasked
-    aggregate (the same object in every result the workflow passes) is kept, nothing else."""
-
-    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
-        self.grid, self.node_ids = grid, node_ids
-        self.aggregate: Update | None = None
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return None
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        from flwr.server.compat.grid_client_proxy import GridClientProxy
-
-        return [
-            (GridClientProxy(nid, self.grid, 1), FitIns(parameters, {})) for nid in self.node_ids
-        ]
-
-    def aggregate_fit(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, FitRes]],
-        failures: list[tuple[ClientProxy, FitRes] | BaseException],
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if results:
-            self.aggregate = parameters_to_ndarrays(results[0][1].parameters)
-        return None, {}
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return []
-
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return None, {}
-
-    def evaluate(
-        self, server_round: int, parameters: Parameters
-    ) -> tuple[float, dict[str, Scalar]] | None:
-        return None
-
-
 def secure_mean(
     updates: Sequence[Update],
     weights: Sequence[float],
@@ -213,30 +156,26 @@ def secure_mean(
     settings: SecAggSettings,
     max_weight: float,
 ) -> tuple[Update | None, int]:
-    """Flower's unmasked weighted mean of ``updates`` (None: halted) and the bytes sent."""
+    """Flower's unmasked weighted mean of ``updates`` (None: halted) and the bytes sent,
+    through the coordinator's own driver (:func:`server.secagg_workflow.run_secagg_workflow`)."""
     from flwr.app import Array, ArrayRecord, ConfigRecord
-    from flwr.server.client_manager import SimpleClientManager
-    from flwr.server.compat.legacy_context import LegacyContext
-    from flwr.server.workflow import SecAggPlusWorkflow
-    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
-    from flwr.server.workflow.constant import Key as WorkflowKey
+
+    from server.secagg_workflow import FedclinicSecAggPlus, run_secagg_workflow
 
     grid = WireGrid(hospitals_app(updates, weights, drop), len(updates))
-    workflow = SecAggPlusWorkflow(
+    workflow = FedclinicSecAggPlus(
+        collect_timeout=STAGE_TIMEOUT,
+        stage_timeout=STAGE_TIMEOUT,
         num_shares=settings.num_shares,
         reconstruction_threshold=settings.reconstruction_threshold,
         max_weight=max_weight,
         clipping_range=settings.clipping_range,
         quantization_range=settings.quantization_range,
     )
-    strategy = CaptureStrategy(grid, sorted(grid.get_node_ids()))
-    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    legacy = LegacyContext(context, strategy=strategy, client_manager=SimpleClientManager())
-    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: 1})
     model = ArrayRecord(
         {str(i): Array(np.zeros(a.shape, np.float32)) for i, a in enumerate(updates[0])}
-    )
-    legacy.state.array_records[MAIN_PARAMS_RECORD] = model  # the handler ignores it
+    )  # the handler ignores it
+    configs = {node_id: ConfigRecord() for node_id in grid.get_node_ids()}
     with task_identity():
-        workflow(grid, legacy)
-    return strategy.aggregate, grid.bytes
+        result = run_secagg_workflow(grid, workflow, 1, model, configs)
+    return result.aggregate, grid.bytes

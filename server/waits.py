@@ -14,14 +14,12 @@ import time
 from collections.abc import Callable, Iterable
 from logging import INFO
 
-from flwr.app import Message, RecordDict
 from flwr.common import log
-from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from common.config import FederationConfig
 from common.errors import RunError
+from server.grid_proxy import ProxyGrid
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -43,7 +41,7 @@ def node_wait_message(connected: int, required: int, timeout: float) -> str:
     )
 
 
-class BoundedGrid(Grid):
+class BoundedGrid(ProxyGrid):
     """A grid whose node listing gives up ``timeout`` seconds after it was created."""
 
     def __init__(
@@ -54,7 +52,7 @@ class BoundedGrid(Grid):
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
     ) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self._required = required
         self._timeout = timeout
         self._clock = clock
@@ -85,34 +83,3 @@ class BoundedGrid(Grid):
         if len(nodes) < self._required and self._clock() >= self._deadline:
             raise RunError(node_wait_message(len(nodes), self._required, self._timeout))
         return nodes
-
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_nodes(self) -> Iterable[NodeInfo]:
-        return self._grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
