@@ -1,15 +1,17 @@
 """``fedclinic deploy local --secure-aggregation``: the flag, its check and the run config it
-gives ``flwr run`` (no process is started)."""
+gives ``flwr run`` (no process is started); and one real deployment (e2e)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from cli.main import main
-from deployment.deploy_cli import DeployOptions, _options, register, run_config_for
+from deployment.deploy_cli import DeployOptions, _options, deploy_local, register, run_config_for
 from deployment.deploy_local import app_config, federation_config, run_config_overrides
 
 
@@ -67,3 +69,25 @@ def test_help_documents_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert done.value.code == 0
     assert "--secure-aggregation" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_three_real_sites_complete_a_secagg_round(tmp_path: Path) -> None:
+    # Prepare: SuperLink (TLS, SuperNode auth) and 3 SuperNodes on 127.0.0.1
+    workdir = tmp_path / "deploy"
+    secure = DeployOptions(3, 1, 30, workdir, 420.0, secure_aggregation=True)
+
+    # Execute
+    with (tmp_path / "deploy.out").open("w") as out:
+        deployment = deploy_local(secure, Console(file=out, width=200))
+
+    # Assert: every site's update is in the one masked sum, nothing was dropped
+    metrics = json.loads((deployment.result.run_dir / "metrics.json").read_text("utf-8"))
+    (record,) = metrics["rounds"]
+    block = record["secure-aggregation"]
+    assert block["contributors"] == 3
+    assert block["dropouts"] == {"before-masking": 0, "after-masking": 0}
+    registered = {str(node) for node in deployment.node_ids.values()}
+    assert set(record["nodes"]["train"]) == registered
+    assert {o["status"] for o in record["nodes"]["train"].values()} == {"ok"}
+    assert (deployment.result.run_dir / "model.keras").is_file()
