@@ -168,7 +168,8 @@ def run_federation(
         outcome = run_round(
             grid, strategy, arrays, server_round, config, central_eval, book, registry, records
         )
-        records.append(outcome.record)
+        if config.federation.secure_aggregation:  # SecAgg+ derives its scale from them
+            records.append(outcome.record)
         arrays = outcome.arrays
         if selection is not None:
             selection.observe(server_round, arrays, outcome.record)
