@@ -18,6 +18,7 @@ from simulations.audit.mia_math import (
     Interval,
     attack_figures,
     bound_violations,
+    class_calibrated,
     dp_bound,
     example_loss,
     lira_offline_scores,
@@ -361,6 +362,50 @@ def test_lira_rejects_bad_shadows(
 ) -> None:
     with pytest.raises(AuditError, match=f"^{re.escape(message)}$"):
         lira_offline_scores(np.zeros(2), shadow_phi, shadow_in)
+
+
+# -- class calibration -----------------------------------------------------------------------
+def test_class_calibration_is_a_z_score_within_each_class() -> None:
+    scores = np.array([1.0, 3.0, 2.0, 10.0, 14.0, 12.0, 5.0])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0])
+    reference = np.array([True, True, False, True, True, False, False])
+
+    got = class_calibrated(scores, labels, reference)
+
+    # class 0: reference 1 and 3 (mean 2, std 1); class 1: 10 and 14 (mean 12, std 2)
+    assert got.tolist() == [-1.0, 1.0, 0.0, -1.0, 1.0, 0.0, 3.0]
+
+
+def test_class_calibration_removes_a_class_mix_that_passes_for_membership() -> None:
+    # Prepare: a score that depends on the class only; members 98 % class 1, non-members 74 %
+    rng = np.random.default_rng(3)
+    members, non_members = 650, 2854
+    labels = np.concatenate([rng.random(members) < 0.98, rng.random(non_members) < 0.74]).astype(
+        np.int64
+    )
+    is_member = np.arange(members + non_members) < members
+    scores = labels * 2.0 + rng.normal(size=labels.size)
+    # Execute
+    raw = roc_auc(scores, is_member)
+    calibrated = roc_auc(class_calibrated(scores, labels, ~is_member), is_member)
+    # Assert: the raw score "finds" members; calibrated, it is at chance (4 null sd)
+    null_sd = math.sqrt((members + non_members + 1) / (12.0 * members * non_members))
+    assert raw > 0.5 + 8 * null_sd
+    assert abs(calibrated - 0.5) <= 4 * null_sd
+
+
+def test_a_class_without_reference_scores_uses_the_pooled_ones() -> None:
+    scores = np.array([0.0, 2.0, 7.0])
+    labels = np.array([0, 0, 1])
+    reference = np.array([True, True, False])
+
+    assert class_calibrated(scores, labels, reference).tolist() == [-1.0, 1.0, 6.0]
+
+
+def test_class_calibration_needs_two_reference_scores() -> None:
+    message = "Invalid value for `reference`. Expected at least 2 reference scores. Received: 1"
+    with pytest.raises(AuditError, match=f"^{re.escape(message)}$"):
+        class_calibrated(np.zeros(3), np.zeros(3), np.array([True, False, False]))
 
 
 # -- figures with bootstrap intervals --------------------------------------------------------

@@ -96,6 +96,16 @@ def make_case(root: Path, *, overfit: bool, **settings: object) -> Case:
     return Case(run_dir, data, candidates, memorizer_probabilities(weights, candidates.images))
 
 
+def per_class_z(values: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each value as a z-score among the reference values of its class (every class here
+    has reference values that vary)."""
+    z = np.empty(len(values))
+    for label in np.unique(labels):
+        own = values[(labels == label) & reference]
+        z[labels == label] = (values[labels == label] - own.mean()) / own.std()
+    return z
+
+
 def null_sd(members: int, non_members: int) -> float:
     return math.sqrt((members + non_members + 1) / (12.0 * members * non_members))
 
@@ -150,7 +160,8 @@ def test_loss_attack_rows_match_an_independent_auc(overfit: tuple[Case, AuditRes
     # Prepare
     case, result = overfit
     chosen = case.candidates
-    confidence = np.log(case.probabilities[np.arange(len(chosen)), chosen.labels])
+    raw = np.log(case.probabilities[np.arange(len(chosen)), chosen.labels])
+    confidence = per_class_z(raw, chosen.labels, ~chosen.is_member)
     # Execute
     rows = {row.hospital: row for row in result.rows[:3]}  # the global model's loss attack
     # Assert
@@ -201,7 +212,8 @@ def test_update_row_is_that_hospitals_members_against_all_non_members(root: Path
     row = result.rows[-1]
     chosen = case.candidates
     keep = (chosen.hospital == 0) | ~chosen.is_member
-    expected_scores = update(case.run_dir, chosen, 0).scores[keep]
+    raw = update(case.run_dir, chosen, 0).scores
+    expected_scores = per_class_z(raw, chosen.labels, ~chosen.is_member)[keep]
     assert update.asked == 0
     assert (row.target, row.attack, row.hospital) == ("update", "loss", "hospital-0")
     assert row.figures.members == int((chosen.hospital == 0).sum())

@@ -4,7 +4,9 @@ Targets: the run's global model (``model.keras``), attacked with the loss thresh
 ``shadow_models`` K > 0, offline LiRA on K shadow federations (overall and per member
 hospital: that hospital's members against all non-members); and one hospital's update of one
 more round, as the coordinator sees it (:mod:`simulations.audit.update_attack`; that
-hospital's members against all non-members). Each row carries the attack's AUC and TPR at
+hospital's members against all non-members). The loss and update scores are standardised
+per class against the non-members (:func:`calibrated`), so that a hospital's class mix does
+not pass for membership. Each row carries the attack's AUC and TPR at
 the reported FPRs with bootstrap intervals, the attacked model's test AUC, the DP bound
 (ε, δ) that applies (:mod:`simulations.audit.bounds`) and every violation of it.
 """
@@ -12,6 +14,7 @@ the reported FPRs with bootstrap intervals, the attacked model's test AUC, the D
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -92,7 +95,7 @@ def audit_membership(
     chosen = update_target(candidates, update_hospital)
     privacy = run_privacy(run.config, run.rounds)
     probabilities, model_auc = target_model(run_dir / "model.keras", run, data, candidates)
-    attacks = {"loss": loss_scores(probabilities, candidates)}
+    attacks = {"loss": calibrated(loss_scores(probabilities, candidates), candidates)}
     notes: list[str] = []
     if shadow_models:
         attacks["lira"] = lira_scores(
@@ -114,6 +117,7 @@ def audit_membership(
     say(f"update of {candidates.hospital_names[chosen]}: one more round")
     scorer = update_scores if update_scores is not None else _default_update_scores()
     update = scorer(run_dir, candidates, chosen, seed=seed)
+    update = replace(update, scores=calibrated(update.scores, candidates))
     row, curve = update_row(candidates, chosen, update, privacy, stats)
     rows.append(row)
     curves[f"{row.hospital}'s update, loss change"] = curve
@@ -135,6 +139,16 @@ def loss_scores(probabilities: np.ndarray, candidates: Candidates) -> np.ndarray
     from simulations.audit.mia_math import example_loss
 
     return -np.asarray(example_loss(probabilities, candidates.labels), dtype=np.float64)
+
+
+def calibrated(scores: np.ndarray, candidates: Candidates) -> np.ndarray:
+    """A threshold attack's scores made label-aware: standardised per class against the
+    non-members (:func:`simulations.audit.mia_math.class_calibrated`), so a hospital's class
+    mix alone does not read as membership. LiRA needs none: each candidate is its own
+    reference."""
+    from simulations.audit.mia_math import class_calibrated
+
+    return class_calibrated(scores, candidates.labels, ~candidates.is_member)
 
 
 def update_target(candidates: Candidates, name: str | None) -> int:

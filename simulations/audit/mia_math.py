@@ -217,6 +217,33 @@ def lira_offline_scores(
     return np.asarray((target - mean_out) / sigma)
 
 
+def class_calibrated(scores: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each score standardised by the mean and population std of the ``reference`` scores
+    (the non-members) of its own class: a label-aware attacker's score.
+
+    Without it a threshold attack compares classes as much as membership: a hospital whose
+    images are 98 % pneumonia, scored against non-members with 74 %, looks "exposed" to any
+    score that merely differs between classes. A class with fewer than two reference scores
+    (or none that vary) is standardised with the statistics of all reference scores.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    classes = np.asarray(labels)
+    ref = np.asarray(reference, dtype=bool)
+    if not values.shape == classes.shape == ref.shape or values.ndim != 1:
+        shapes = f"scores {values.shape}, labels {classes.shape}, reference {ref.shape}"
+        raise AuditError(invalid_value("labels", "arrays of one shape (N,)", shapes))
+    if ref.sum() < 2:
+        raise AuditError(invalid_value("reference", "at least 2 reference scores", int(ref.sum())))
+    pooled = (float(values[ref].mean()), float(values[ref].std()) or 1.0)
+    calibrated = np.empty_like(values)
+    for label in np.unique(classes):
+        in_class = classes == label
+        own = values[in_class & ref]
+        mean, std = (float(own.mean()), float(own.std())) if own.size >= 2 else pooled
+        calibrated[in_class] = (values[in_class] - mean) / (std if std > 0.0 else pooled[1])
+    return calibrated
+
+
 def _interval(values: np.ndarray, level: float) -> Interval:
     low, high = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return Interval(float(low), float(high))
