@@ -365,15 +365,15 @@ def test_lira_rejects_bad_shadows(
 
 
 # -- class calibration -----------------------------------------------------------------------
-def test_class_calibration_is_a_z_score_within_each_class() -> None:
+def test_class_calibration_is_a_quantile_within_each_class() -> None:
     scores = np.array([1.0, 3.0, 2.0, 10.0, 14.0, 12.0, 5.0])
     labels = np.array([0, 0, 0, 1, 1, 1, 0])
     reference = np.array([True, True, False, True, True, False, False])
 
     got = class_calibrated(scores, labels, reference)
 
-    # class 0: reference 1 and 3 (mean 2, std 1); class 1: 10 and 14 (mean 12, std 2)
-    assert got.tolist() == [-1.0, 1.0, 0.0, -1.0, 1.0, 0.0, 3.0]
+    # class 0: reference 1 and 3; class 1: 10 and 14 (a tie counts half)
+    assert got.tolist() == [0.25, 0.75, 0.5, 0.25, 0.75, 0.5, 1.0]
 
 
 def test_class_calibration_removes_a_class_mix_that_passes_for_membership() -> None:
@@ -394,12 +394,32 @@ def test_class_calibration_removes_a_class_mix_that_passes_for_membership() -> N
     assert abs(calibrated - 0.5) <= 4 * null_sd
 
 
+def test_class_calibration_removes_a_class_difference_in_the_tail() -> None:
+    # Prepare: same mean and std in both classes, but class 0's scores have a long right
+    # tail and class 1's a long left one; members all class 0, non-members 74 % class 1; no
+    # membership signal
+    rng = np.random.default_rng(5)
+    members, non_members = 650, 2854
+    labels = np.concatenate([np.zeros(members), rng.random(non_members) < 0.74]).astype(np.int64)
+    is_member = np.arange(members + non_members) < members
+    skewed = rng.exponential(size=labels.size) - 1.0  # mean 0, std 1
+    scores = np.where(labels == 0, skewed, -skewed)
+    # Execute
+    raw = tpr_at_fpr(scores, is_member, 0.01)
+    calibrated = tpr_at_fpr(class_calibrated(scores, labels, ~is_member), is_member, 0.01)
+    # Assert: the tail "finds" members at 1 % FPR (z-scores would too: mean and std are
+    # equal); calibrated, TPR is at chance (4 sd)
+    chance_sd = math.sqrt(0.01 * 0.99 / members)
+    assert raw > 0.01 + 8 * chance_sd
+    assert calibrated <= 0.01 + 4 * chance_sd
+
+
 def test_a_class_without_reference_scores_uses_the_pooled_ones() -> None:
     scores = np.array([0.0, 2.0, 7.0])
     labels = np.array([0, 0, 1])
     reference = np.array([True, True, False])
 
-    assert class_calibrated(scores, labels, reference).tolist() == [-1.0, 1.0, 6.0]
+    assert class_calibrated(scores, labels, reference).tolist() == [0.25, 0.75, 1.0]
 
 
 def test_class_calibration_needs_two_reference_scores() -> None:

@@ -96,14 +96,13 @@ def make_case(root: Path, *, overfit: bool, **settings: object) -> Case:
     return Case(run_dir, data, candidates, memorizer_probabilities(weights, candidates.images))
 
 
-def per_class_z(values: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Each value as a z-score among the reference values of its class (every class here
-    has reference values that vary)."""
-    z = np.empty(len(values))
-    for label in np.unique(labels):
+def per_class_quantile(values: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each value's share of same-class reference values below it (ties count half)."""
+    out = np.empty(len(values))
+    for n, (value, label) in enumerate(zip(values, labels, strict=True)):
         own = values[(labels == label) & reference]
-        z[labels == label] = (values[labels == label] - own.mean()) / own.std()
-    return z
+        out[n] = (np.sum(own < value) + 0.5 * np.sum(own == value)) / own.size
+    return out
 
 
 def null_sd(members: int, non_members: int) -> float:
@@ -161,7 +160,7 @@ def test_loss_attack_rows_match_an_independent_auc(overfit: tuple[Case, AuditRes
     case, result = overfit
     chosen = case.candidates
     raw = np.log(case.probabilities[np.arange(len(chosen)), chosen.labels])
-    confidence = per_class_z(raw, chosen.labels, ~chosen.is_member)
+    confidence = per_class_quantile(raw, chosen.labels, ~chosen.is_member)
     # Execute
     rows = {row.hospital: row for row in result.rows[:3]}  # the global model's loss attack
     # Assert
@@ -213,7 +212,7 @@ def test_update_row_is_that_hospitals_members_against_all_non_members(root: Path
     chosen = case.candidates
     keep = (chosen.hospital == 0) | ~chosen.is_member
     raw = update(case.run_dir, chosen, 0).scores
-    expected_scores = per_class_z(raw, chosen.labels, ~chosen.is_member)[keep]
+    expected_scores = per_class_quantile(raw, chosen.labels, ~chosen.is_member)[keep]
     assert update.asked == 0
     assert (row.target, row.attack, row.hospital) == ("update", "loss", "hospital-0")
     assert row.figures.members == int((chosen.hospital == 0).sum())

@@ -218,13 +218,15 @@ def lira_offline_scores(
 
 
 def class_calibrated(scores: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Each score standardised by the mean and population std of the ``reference`` scores
-    (the non-members) of its own class: a label-aware attacker's score.
+    """Each score's quantile among the ``reference`` scores (the non-members) of its own
+    class, ``(#below + #below-or-equal) / (2 · n_class)``: a label-aware attacker's score.
 
     Without it a threshold attack compares classes as much as membership: a hospital whose
-    images are 98 % pneumonia, scored against non-members with 74 %, looks "exposed" to any
-    score that merely differs between classes. A class with fewer than two reference scores
-    (or none that vary) is standardised with the statistics of all reference scores.
+    images are all "normal", scored against non-members that are 74 % pneumonia, looks
+    exposed to any score whose distribution differs between classes, in its mean or only in
+    its tail. Within each class the reference quantiles are uniform, so the non-members'
+    scores no longer depend on the class at all. A class with fewer than two reference scores
+    is placed among all reference scores.
     """
     values = np.asarray(scores, dtype=np.float64)
     classes = np.asarray(labels)
@@ -234,13 +236,15 @@ def class_calibrated(scores: np.ndarray, labels: np.ndarray, reference: np.ndarr
         raise AuditError(invalid_value("labels", "arrays of one shape (N,)", shapes))
     if ref.sum() < 2:
         raise AuditError(invalid_value("reference", "at least 2 reference scores", int(ref.sum())))
-    pooled = (float(values[ref].mean()), float(values[ref].std()) or 1.0)
+    pooled = np.sort(values[ref])
     calibrated = np.empty_like(values)
     for label in np.unique(classes):
         in_class = classes == label
-        own = values[in_class & ref]
-        mean, std = (float(own.mean()), float(own.std())) if own.size >= 2 else pooled
-        calibrated[in_class] = (values[in_class] - mean) / (std if std > 0.0 else pooled[1])
+        own = np.sort(values[in_class & ref])
+        own = own if own.size >= 2 else pooled
+        below = np.searchsorted(own, values[in_class], side="left")
+        upto = np.searchsorted(own, values[in_class], side="right")
+        calibrated[in_class] = (below + upto) / (2.0 * own.size)
     return calibrated
 
 
