@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.common.serde import message_to_proto
+from flwr.common.serde import error_to_proto, metadata_to_proto, recorddict_to_proto
+from flwr.proto.message_pb2 import Message as ProtoMessage
 from flwr.serverapp import Grid
 
 from common.config import AppConfig
@@ -83,8 +84,28 @@ def sample_train(
 
 
 def message_bytes(messages: Iterable[Message]) -> int:
-    """Their serialized size, as Flower sends them (protobuf)."""
-    return sum(message_to_proto(message).ByteSize() for message in messages)
+    """Their serialized size, as Flower sends them (protobuf ``Message``).
+
+    A strategy's requests all carry one content object (the model): its size is computed
+    once, not once per hospital; each message adds its own metadata (and error).
+    """
+    content_sizes: dict[int, int] = {}
+    total = 0
+    for message in messages:
+        error = error_to_proto(message.error) if message.has_error() else None
+        total += ProtoMessage(metadata=metadata_to_proto(message.metadata), error=error).ByteSize()
+        if message.has_content():
+            key = id(message.content)
+            if key not in content_sizes:
+                content_sizes[key] = recorddict_to_proto(message.content).ByteSize()
+            total += _field_size(content_sizes[key])
+    return total
+
+
+def _field_size(size: int) -> int:
+    """A length-delimited protobuf field of ``size`` bytes (field number < 16): one tag byte,
+    the length as a varint, then the bytes."""
+    return 1 + max(1, (size.bit_length() + 6) // 7) + size
 
 
 def train_bytes(sent: int, received: int, hospitals: int) -> dict[str, int]:

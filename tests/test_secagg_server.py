@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, RecordDict
 from flwr.common import parameters_to_ndarrays
+from flwr.common.serde import message_to_proto
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from common.config import AppConfig
@@ -25,6 +26,7 @@ from server.secagg_settings import (
     round_settings,
 )
 from server.secagg_workflow import FedclinicSecAggPlus, ShimStrategy, run_secagg_workflow
+from server.train_phase import message_bytes
 from tests.factories import app_config
 from tests.fake_grid import FakeGrid, answers
 from tests.secagg_fakes import (
@@ -328,3 +330,23 @@ def test_a_sum_of_fewer_than_3_hospitals_is_never_used(
     )
     assert rule in str(caught.value)
     assert "SecAgg+ needs at least 3 hospitals in the sum" in str(caught.value)
+
+
+def _requests_and_replies() -> list[Message]:
+    shared = RecordDict({"arrays": ArrayRecord(start_arrays()), "config": ConfigRecord({"a": 1})})
+    requests = [Message(shared, dst_node_id=n, message_type="train") for n in (1, 2, 300)]
+    own = [
+        Message(RecordDict({"arrays": ArrayRecord([np.full(n * 70, n, np.float32)])}), reply_to=r)
+        for n, r in zip((1, 2), requests, strict=False)
+    ]
+    failed = Message(Error(0, "simulated dropout"), reply_to=requests[2])
+    return [*requests, *own, failed]
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_message_bytes_is_flowers_serialized_size() -> None:
+    messages = _requests_and_replies()
+
+    counted = message_bytes(messages)
+
+    assert counted == sum(message_to_proto(m).ByteSize() for m in messages)
