@@ -41,7 +41,7 @@ LocalOptimizer = Literal["adam", "sgd"]
 # Flower's accountant for hospital-level DP needs FedAvg's own (uniform) aggregation
 # (flwr/serverapp/strategy/dp_fixed_clipping.py): these strategies use it unchanged.
 HOSPITAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
-DatasetKind = Literal["synthetic", "medmnist", "folder"]
+DatasetKind = Literal["synthetic", "medmnist", "folder", "dicom"]
 AttackName = Literal["none", "sign-flip", "scaling", "label-flip", "gaussian", "alie"]
 UPDATE_ATTACKS: tuple[str, ...] = ("sign-flip", "scaling", "gaussian", "alie")
 # The smallest image the synthetic generator makes: common/data/synthetic.py refuses smaller
@@ -193,7 +193,9 @@ class DataConfig(Settings):
     @model_validator(mode="after")
     def _partitioner_needs(self) -> DataConfig:
         if self.partitioner == "natural" and self.dataset == "synthetic":
-            expected = "'medmnist' or 'folder' (data with sites) when `partitioner` is 'natural'"
+            expected = (
+                "'medmnist', 'folder' or 'dicom' (data with sites) when `partitioner` is 'natural'"
+            )
             raise ValueError(invalid_value("dataset", expected, self.dataset))
         if self.partitioner == "feature-shift" and self.shift_strength <= 0.0:
             expected = "a number > 0 when `partitioner` is 'feature-shift'"

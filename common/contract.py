@@ -58,9 +58,11 @@ DATA_KINDS: tuple[str, ...] = (
     "synthetic",
     "medmnist",
     "folder",
+    "dicom",
     "simulated-synthetic",
     "simulated-medmnist",
     "simulated-folder",
+    "simulated-dicom",
 )
 SITE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -1,6 +1,7 @@
 """``fedclinic deploy local``: a real TLS + authenticated federation on this machine.
 
-Creates a PKI and a synthetic image folder per site in a work directory, starts a
+Creates a PKI and a synthetic image folder per site in a work directory (with --data
+dicom: DICOM files and a labels.csv, read as a hospital's DICOM export), starts a
 SuperLink and one SuperNode per site on 127.0.0.1 with the commands of
 docs/deployment.md, registers every site's key, runs the app with ``flwr run``, prints
 the run directory and stops every process (also on Ctrl-C or failure). The work
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # light modules, but only the chosen subcommand is imported a
 
 DEFAULT_EXAMPLES = 60
 DEFAULT_TIMEOUT = 900.0
+DATA_FORMATS = ("folder", "dicom")  # --data: how each site's synthetic images are written
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class DeployOptions:
     # the hospital executor's command before its options (--perimeter); None: `site serve`
     serve: Sequence[str] | None = None
     secure_aggregation: bool = False  # run config `secure-aggregation = true` (SecAgg+)
+    data: str = "folder"  # each site's data: an image folder, or `dicom` files + labels.csv
 
 
 def register(subparsers: Any) -> None:
@@ -98,6 +101,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="run with `secure-aggregation = true` (SecAgg+: the coordinator sees only the "
         "sum of the updates); needs --sites ≥ 3",
+    )
+    local.add_argument(
+        "--data",
+        choices=DATA_FORMATS,
+        default="folder",
+        help="how each site's synthetic images are written: an image folder (default) or "
+        "DICOM files with a labels.csv",
     )
     local.set_defaults(handler=run_local)
 
@@ -143,6 +153,7 @@ def _options(args: argparse.Namespace) -> DeployOptions:
         args.timeout,
         args.perimeter,
         secure_aggregation=args.secure_aggregation,
+        data=args.data,
     )
 
 
@@ -165,8 +176,9 @@ def deploy_local(
         federation = LocalFederation(workdir, supervisor)
         keys = federation.create_pki(names)
         _ok(console, f"PKI: CA, SuperLink certificate, {len(keys)} site keys in {workdir}/pki")
-        data = [_site_data(workdir, config, i, name) for i, name in enumerate(names)]
-        _ok(console, f"synthetic data for {len(data)} sites checked with `fedclinic site check`")
+        data = [_site_data(workdir, config, i, name, options.data) for i, name in enumerate(names)]
+        kind = "DICOM data" if options.data == "dicom" else "data"
+        _ok(console, f"synthetic {kind} for {len(data)} sites checked with `fedclinic site check`")
         federation.start_superlink()
         _ok(console, f"SuperLink on https://{federation.address} (TLS, SuperNode auth, database)")
         node_ids: dict[str, int] = {}
@@ -247,9 +259,13 @@ def _start_perimeter(
     return started
 
 
-def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Path:
-    """Write hospital ``hospital``'s synthetic images as a folder and check them."""
+def _site_data(
+    workdir: Path, config: AppConfig, hospital: int, name: str, data: str = "folder"
+) -> Path:
+    """Write hospital ``hospital``'s synthetic images as an image folder (``data`` =
+    ``dicom``: DICOM files and ``labels.csv``) and check them."""
     from client.site_check import check_site
+    from common.data.dicom_write import write_dicom_site
     from common.data.folder import write_image_folder
     from common.data.synthetic import synthetic_site
     from deployment.processes import DeployError
@@ -257,7 +273,8 @@ def _site_data(workdir: Path, config: AppConfig, hospital: int, name: str) -> Pa
     spec = config.data.spec()
     site = synthetic_site(config.seed, hospital, config.data.synthetic_examples, spec)
     root = workdir / "sites" / name / "data"
-    write_image_folder(root, {"train": site.train, "test": site.test}, spec.class_names)
+    write = write_dicom_site if data == "dicom" else write_image_folder
+    write(root, {"train": site.train, "test": site.test}, spec.class_names)
     report = check_site(root, spec, name, config.data.holdout_fraction, config.seed)
     if not report.ok:
         raise DeployError(f"Generated data of {name} failed its check: {report.problems[0]}")

@@ -45,7 +45,7 @@ def test_declared_defaults_parse() -> None:
         ("clip-iterations", 2.0, "Invalid value for `clip-iterations`. Expected an integer ≥ 1. Received: 2.0"),
         ("model", "vgg", "Invalid value for `model`. Expected one of 'cnn', 'cnn-small', 'resnet-gn'. Received: 'vgg'"),
         ("partitioner", "skew", "Invalid value for `partitioner`. Expected one of 'iid', 'dirichlet', 'quantity', 'feature-shift', 'natural'. Received: 'skew'"),
-        ("partitioner", "natural", "Invalid value for `dataset`. Expected 'medmnist' or 'folder' (data with sites) when `partitioner` is 'natural'. Received: 'synthetic'"),
+        ("partitioner", "natural", "Invalid value for `dataset`. Expected 'medmnist', 'folder' or 'dicom' (data with sites) when `partitioner` is 'natural'. Received: 'synthetic'"),
         ("partitioner", "feature-shift", "Invalid value for `shift-strength`. Expected a number > 0 when `partitioner` is 'feature-shift'. Received: 0.0"),
         ("dirichlet-alpha", 0.0, "Invalid value for `dirichlet-alpha`. Expected a number > 0.0. Received: 0.0"),
         ("shift-strength", -0.5, "Invalid value for `shift-strength`. Expected a number ≥ 0.0. Received: -0.5"),

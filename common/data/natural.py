@@ -3,7 +3,8 @@
 Two layouts, sites taken in sorted order (hospital ``i`` gets the ``i``-th site):
 
 - an image folder with one top-level folder per site, each laid out like any image
-  folder (``root/<site>/<class>/*.png`` or ``root/<site>/{train,val,test}/<class>/*.png``);
+  folder (``root/<site>/<class>/*.png`` or ``root/<site>/{train,val,test}/<class>/*.png``)
+  or any DICOM folder (``root/<site>/labels.csv`` and its DICOM files);
 - a MedMNIST-style ``.npz`` with a ``<split>_site`` array (site names or integer ids, one
   per image, aligned with ``<split>_images``) beside every split it holds.
 
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.folder import load_image_folder
 from common.data.medmnist import load_medmnist
 from common.data.partition import site_indices
 from common.data.schema import SPLIT_NAMES, DataSpec, Split
-from common.data.site import data_kind
+from common.data.site import data_kind, load_splits
 from common.errors import ConfigError, DataError, invalid_value
 
 
@@ -32,6 +32,9 @@ def site_splits(
     kind = data_kind(path)
     if kind == "folder":
         return _folder_site(path, spec, partition_id, num_partitions)
+    if kind == "dicom":
+        expected = "one folder per site (this is a single DICOM site: `labels.csv` at its top)"
+        raise DataError(str(path), [f"`{path}`: expected {expected}"])
     if kind == "medmnist":
         return _npz_site(path, spec, partition_id, num_partitions)
     raise DataError(str(path), ["expected a .npz file or a folder of site folders; not found"])
@@ -49,7 +52,7 @@ def _folder_site(
         )
         raise ConfigError(invalid_value("hospitals", expected, num_partitions))
     site = sites[partition_id]
-    return site, load_image_folder(root / site, spec, site)
+    return site, load_splits(root / site, spec, site)
 
 
 def _npz_site(

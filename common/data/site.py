@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data.dicom import load_dicom_folder
+from common.data.dicom_labels import LABELS_FILE
 from common.data.folder import load_image_folder
 from common.data.medmnist import load_medmnist
 from common.data.schema import DataSpec, SiteData, Split, check_min_examples
@@ -17,17 +19,21 @@ from common.errors import DataError
 
 
 def data_kind(path: Path) -> str | None:
-    """How ``path`` is read: ``folder`` (an image folder), ``medmnist`` (an ``.npz``), or None."""
+    """How ``path`` is read: ``dicom`` (a folder with ``labels.csv`` at its top), ``folder``
+    (an image folder), ``medmnist`` (an ``.npz``), or None."""
     if path.is_dir():
-        return "folder"
+        return "dicom" if (path / LABELS_FILE).is_file() else "folder"
     if path.suffix == ".npz" or path.is_file():
         return "medmnist"
     return None
 
 
 def load_splits(path: Path, spec: DataSpec, site_name: str) -> dict[str, Split]:
-    """Read every split found at ``path``: a MedMNIST ``.npz`` file or an image folder."""
+    """Read every split found at ``path``: a MedMNIST ``.npz`` file, an image folder or a
+    DICOM folder."""
     kind = data_kind(path)
+    if kind == "dicom":
+        return load_dicom_folder(path, spec, site_name)
     if kind == "folder":
         return load_image_folder(path, spec, site_name)
     if kind == "medmnist":
