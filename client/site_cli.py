@@ -1,18 +1,24 @@
 """``fedclinic site check DATA_PATH``: is this hospital's data ready for the federation?
 
-The data contract (class names, image size, channels, minimum size) defaults to the one
-declared in the app manifest (fedclinic's pyproject.toml, or --manifest: e.g. the copy a
-SuperNode installed under $FLWR_HOME/apps/); the options below override it.
-Exit code 0 when the data passes, 1 when any problem is found. Nothing leaves the machine.
+The data contract (class names, image size, channels, minimum size) is the one declared
+in the app manifest, the first found of: --manifest PATH; the federation's app a SuperNode
+installed under $FLWR_HOME/apps/ (default ~/.flwr); the manifest installed with fedclinic;
+a source checkout's pyproject.toml. The options below override single values.
+Exit code 0 when the data passes, 1 when any problem is found (notes about images the
+loader converts, resizes or ignores do not fail the check). Nothing leaves the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client.executor_cli import add_executor_commands
+
+if TYPE_CHECKING:
+    from client.contract_lookup import Contract
+    from common.config import AppConfig
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -62,14 +68,16 @@ def run_check(args: argparse.Namespace) -> int:
 
     from client.site_check import check_site
 
-    config = _data_config(args)
+    config, contract = _data_config(args)
     path = args.data_path.expanduser().resolve()
     name = args.site_name or path.stem
     data = config.data
     report = check_site(
         path, data.spec(), name, data.holdout_fraction, config.seed, data.val_fraction
     )
-    _print_report(report, Console(soft_wrap=True), Console(stderr=True, soft_wrap=True))
+    out = Console(soft_wrap=True)
+    out.print(f"Contract: {contract.path} ({contract.origin})", markup=False, highlight=False)
+    _print_report(report, out, Console(stderr=True, soft_wrap=True))
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
@@ -94,15 +102,13 @@ def run_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _data_config(args: argparse.Namespace) -> Any:
+def _data_config(args: argparse.Namespace) -> tuple[AppConfig, Contract]:
+    from client.contract_lookup import find_manifest
     from common.config import parse_app_config
-    from common.errors import ConfigError, invalid_value
-    from common.manifest import declared_defaults, project_root
+    from common.manifest import declared_defaults
 
-    manifest = args.manifest or project_root() / "pyproject.toml"
-    if not manifest.is_file():
-        raise ConfigError(invalid_value("--manifest", "the app's pyproject.toml", str(manifest)))
-    values = declared_defaults(manifest)
+    contract = find_manifest(args.manifest)
+    values = declared_defaults(contract.path)
     for key in (
         "class_names",
         "image_size",
@@ -115,7 +121,7 @@ def _data_config(args: argparse.Namespace) -> Any:
             values[key.replace("_", "-")] = getattr(args, key)
     if args.seed is not None:
         values["seed"] = args.seed
-    return parse_app_config(values)
+    return parse_app_config(values), contract
 
 
 def _print_report(report: Any, out: Any, err: Any) -> None:
@@ -129,17 +135,26 @@ def _print_report(report: Any, out: Any, err: Any) -> None:
         f"at least {spec.min_examples} train and held-out images"
     )
     if report.splits:
-        table = Table(*["split", *spec.class_names, "total", "shape", "values"])
+        caption = None if report.loaded else "image files found (the loader refused the data)"
+        table = Table(*["split", *spec.class_names, "total", "shape", "values"], caption=caption)
         for split in report.splits:
-            low, high = split.value_range
+            shape = "x".join(str(d) for d in split.shape) if split.shape else "-"
+            low, high = split.value_range or (None, None)
+            values = f"{low:.3g}..{high:.3g}" if split.value_range else "-"
             table.add_row(
                 split.name,
                 *[str(split.per_class[name]) for name in spec.class_names],
                 str(split.examples),
-                "x".join(str(d) for d in split.shape),
-                f"{low:.3g}..{high:.3g}",
+                shape,
+                values,
             )
         out.print(table)
+    else:
+        out.print("No images per class to show: the loader could not read any split.")
+    if report.notes:
+        out.print(f"{len(report.notes)} note(s): images the loader converts, resizes or skips:")
+        for note in report.notes:
+            out.print(f"- {note}", markup=False, highlight=False)
     if report.ok:
         out.print("[green]OK[/green]: the federation will accept this data.")
         return

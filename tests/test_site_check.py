@@ -19,6 +19,14 @@ CONFIG = app_config()
 SPEC = CONFIG.data.spec()
 
 
+@pytest.fixture(autouse=True)
+def _no_installed_app(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract comes from this checkout, not from an app under the real ~/.flwr."""
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
+
+
 def _good_folder(root: Path, with_test: bool = True, examples: int = 40) -> Path:
     """A valid image folder: ``train/`` and (optionally) ``test/`` of the declared classes."""
     site = synthetic_site(7, 0, examples, SPEC)
@@ -86,7 +94,8 @@ def test_report_counts_images_per_class_and_split(tmp_path: Path) -> None:
     train = report.splits[1]
     assert list(train.per_class.values()) == site.class_counts(site.train)
     assert train.shape == (28, 28, 1)
-    assert 0.0 <= train.value_range[0] < train.value_range[1] <= 1.0
+    low, high = train.value_range or (-1.0, -1.0)
+    assert 0.0 <= low < high <= 1.0
 
 
 def test_folder_without_test_split_reports_the_held_out_part(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,7 @@ def _read_split(split_root: Path, spec: DataSpec) -> tuple[list[np.ndarray], lis
             problems.append(
                 f"`{class_dir}`: unknown class folder `{class_dir.name}`; "
                 f"declared classes: {', '.join(spec.class_names)}"
+                f"{class_folder_hint(class_dir.name, spec.class_names)}"
             )
             continue
         label = spec.class_names.index(class_dir.name)
@@ -134,6 +136,22 @@ def _to_8_bit_grey(picture: Image.Image) -> Image.Image:
     full_scale = 65535.0 if sixteen_bit else 255.0
     scaled = np.clip(np.rint(values / full_scale * 255.0), 0, 255).astype(np.uint8)
     return Image.fromarray(scaled)
+
+
+def class_folder_hint(name: str, class_names: tuple[str, ...]) -> str:
+    """`` (did you mean `x`? …)`` for a folder named like a declared class or a split, else "".
+
+    Class folder names are matched exactly (case-sensitive) on every file system, so a
+    case variant such as ``Pneumonia`` is never read as ``pneumonia``: it must be renamed.
+    """
+    for known in class_names:
+        if name.lower() == known.lower():
+            return f" (did you mean `{known}`? Class folder names are case-sensitive: rename it)"
+    if name.lower() in SPLIT_NAMES:
+        return f" (did you mean the split folder `{name.lower()}`? Split names are lower case)"
+    lowered = {known.lower(): known for known in class_names}
+    close = difflib.get_close_matches(name.lower().strip(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean `{lowered[close[0]]}`?)" if close else ""
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
