@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pki": ("deployment.pki_cli", "create the CA, the SuperLink certificate and SuperNode keys"),
     "site": ("client.site_cli", "a hospital's tools: `site check`, `keygen`, `approve`, `serve`"),
     "deploy": ("deployment.deploy_cli", "run a real TLS + authenticated federation locally"),
+    "run": ("deployment.run_cli", "`flwr run --stream` that exits non-zero when the run failed"),
     "perimeter": ("deployment.perimeter_cli", "write the nginx config exposing only the Fleet API"),
     "audit": ("simulations.audit.cli", "privacy audits of a finished run: `audit membership`"),
 }
