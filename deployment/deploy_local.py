@@ -6,7 +6,8 @@ lives under one work directory, kept after the run::
 
     pki/                 ca.crt, ca-private/, superlink/, sites/<name>.pub, sites.json
     coordinator/         the SuperLink's database and Flower home (``flwr`` connection)
-    sites/<name>/data/   a synthetic image folder per hospital; sites/<name>/flwr-home/
+    sites/<name>/data/   a synthetic image folder per hospital (``--data dicom``: DICOM
+                         files and labels.csv); sites/<name>/flwr-home/
     sites/<name>/keys/   the hospital's SuperNode key, made there (``site keygen``)
     logs/                one log per process; run/ the run directory
 
@@ -114,9 +115,12 @@ class LocalFederation:
             keys.append(SiteKeys(name, recorded.public_key, made.private_key, recorded.fingerprint))
         return keys
 
-    def start_superlink(self) -> Started:
-        """TLS on every API, SuperNode auth, a database file, no dependency installs."""
-        self.port = free_port()
+    def start_superlink(self, port: int = 0, name: str = "superlink") -> Started:
+        """TLS on every API, SuperNode auth, a database file, no dependency installs.
+
+        ``port`` 0 picks a free one; a restart passes the old :attr:`port` (same database,
+        certificates and connection) and another ``name`` for its log."""
+        self.port = port or free_port()
         self.coordinator.mkdir(parents=True, exist_ok=True)
         argv = [
             flower_bin("flower-superlink"),
@@ -129,7 +133,7 @@ class LocalFederation:
             *("--host", LOOPBACK, "--port", str(self.port)),
         ]
         env = {"FLWR_HOME": str(self.flwr_home)}
-        superlink = self.supervisor.start("superlink", argv, cwd=self.coordinator, env=env)
+        superlink = self.supervisor.start(name, argv, cwd=self.coordinator, env=env)
         _wait_for_port(superlink, self.port, START_TIMEOUT)
         self._write_connection()
         return superlink
@@ -257,16 +261,13 @@ class LocalFederation:
         timeout: float,
         watch: list[Started],
         on_line: Callable[[str], None] = lambda line: None,
+        name: str = "flwr-run",
     ) -> RunResult:
         """``flwr run --stream`` the app; fails if it or a watched process stops early."""
         run_dir = Path(str(run_config["run-dir"]))
-        if self.pki.registry.is_file():  # name nodes by their registered keys
-            run_config = {"site-registry": str(self.pki.registry), **run_config}
-        argv = [flower_bin("flwr"), "run", str(self.app_dir), CONNECTION, "--stream"]
-        argv += ["--run-config", run_config_overrides(run_config)]
-        log = self.supervisor.log_dir / "flwr-run.log"
         started_at = time.monotonic()
-        process = self.supervisor.start("flwr-run", argv, cwd=self.workdir, env=self._cli_env())
+        process = self.launch(run_config, name)
+        log = process.log
         seen = 0
         while process.alive():
             seen = _follow(log, seen, on_line)
@@ -284,6 +285,14 @@ class LocalFederation:
                 f"{run_config['num-server-rounds']} rounds. See {log} and {run_dir}"
             )
         return RunResult(run_dir, seconds, [float(r.get("seconds", 0.0)) for r in rounds], log)
+
+    def launch(self, run_config: dict[str, Any], name: str = "flwr-run") -> Started:
+        """Start ``flwr run --stream`` (log ``<name>.log``) and return at once."""
+        if self.pki.registry.is_file():  # name nodes by their registered keys
+            run_config = {"site-registry": str(self.pki.registry), **run_config}
+        argv = [flower_bin("flwr"), "run", str(self.app_dir), CONNECTION, "--stream"]
+        argv += ["--run-config", run_config_overrides(run_config)]
+        return self.supervisor.start(name, argv, cwd=self.workdir, env=self._cli_env())
 
     def _write_connection(self) -> None:
         self.flwr_home.mkdir(parents=True, exist_ok=True)

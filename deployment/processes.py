@@ -137,6 +137,25 @@ class Supervisor:
             with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL cannot be ignored
                 started.popen.wait(timeout=self.grace)
 
+    def kill(self, started: Started) -> list[int]:
+        """SIGKILL ``started``, its process group and every descendant (a crash: the
+        SuperLink's SuperExec and ServerApp, a SuperNode's ClientApp die with it); return
+        once all are gone (or after ``grace`` seconds). Returns the pids killed."""
+        table = proc_table()
+        group = started.popen.pid
+        targets = {pid for pid, (_, pgid) in table.items() if pgid == group}
+        targets |= {group, *descendants(group, table)}
+        targets |= {child for pid in list(targets) for child in descendants(pid, table)}
+        _signal_group(group, signal.SIGKILL)
+        for pid in targets:
+            _signal_pid(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            started.popen.wait(timeout=self.grace)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline and any(_exists(pid) for pid in targets):
+            time.sleep(0.1)
+        return sorted(targets)
+
     def _targets(self, groups: set[int], known: set[int]) -> set[int]:
         """Members of our groups, our live children and every descendant of either."""
         table = proc_table()

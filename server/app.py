@@ -73,7 +73,8 @@ def federate(
             )
         )
     run_dir.create()
-    run_dir.write_config(resolved)
+    if not fed.resume:  # a resumed run's config.json changes only once resume accepts it
+        run_dir.write_config(resolved)
     log(INFO, "[fedclinic] run directory: %s", run_dir.path)
 
     keras = import_keras()  # quietly, before anything else here imports TensorFlow
@@ -97,6 +98,7 @@ def federate(
         selection = ModelSelection(patience=fed.early_stopping_patience)
         if fed.resume:  # after every model is built: restoring the RNG state comes last
             arrays, first_round = resume(run_dir, config, strategy, arrays, selection)
+            run_dir.write_config(resolved)
         scalars = RoundScalars(run_dir.path)  # <run-dir>/tensorboard/, never fails a run
 
         def on_round_done(server_round: int, new: ArrayRecord, record: dict[str, Any]) -> None:

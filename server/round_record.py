@@ -41,10 +41,24 @@ def json_metrics(record: MetricRecord | None) -> dict[str, float | int | None]:
     return out
 
 
+def destinations(sent: Iterable[Message]) -> dict[str, int]:
+    """Message ID -> destination node of every pushed message (the grid sets the IDs)."""
+    return {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
+
+
+def replying_node(reply: Message, sent_to: Mapping[str, int]) -> int:
+    """The sampled node ``reply`` answers for. Flower's own error replies (node
+    unavailable, reply expired) come from the SuperLink (``src_node_id`` 1), so they are
+    matched by the message they reply to; ``sent_to``: :func:`destinations`."""
+    return sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+
 def _outcome(
-    reply: Message, rejected: Mapping[int, str], update_norms: Mapping[int, float]
+    reply: Message,
+    node_id: int,
+    rejected: Mapping[int, str],
+    update_norms: Mapping[int, float],
 ) -> dict[str, Any]:
-    node_id = reply.metadata.src_node_id
     if reply.has_error():
         return {"status": "failed", "reason": short_reason(reply.error.reason or "")}
     if node_id in rejected:
@@ -73,6 +87,8 @@ def per_node(
     Each reply with a valid ``site`` record teaches ``book`` the node's name and data kind,
     even when the rest of the reply is rejected.
     """
+    sent = list(sent)
+    sent_to = destinations(sent)
     outcomes: dict[int, dict[str, Any]] = {
         msg.metadata.dst_node_id: {
             "status": "timeout",
@@ -81,11 +97,11 @@ def per_node(
         for msg in sent
     }
     for reply in replies:
-        node_id = reply.metadata.src_node_id
+        node_id = replying_node(reply, sent_to)
         site = None if reply.has_error() else reported_site(reply.content)
         if site is not None:
             book.learn(node_id, site)
-        outcomes[node_id] = _outcome(reply, rejected, update_norms or {})
+        outcomes[node_id] = _outcome(reply, node_id, rejected, update_norms or {})
     return named(phase, outcomes, book)
 
 

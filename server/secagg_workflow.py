@@ -38,6 +38,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid
 
 from server.grid_proxy import ProxyGrid
+from server.round_record import destinations, replying_node
 from server.train_phase import message_bytes
 
 STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
@@ -175,9 +176,10 @@ class RecordingGrid(ProxyGrid):
         replies = list(self._grid.send_and_receive(sent, timeout=timeout))
         seconds = time.monotonic() - started
         outcomes = {m.metadata.dst_node_id: "timeout" for m in sent}
+        sent_to = destinations(sent)
         reasons: dict[int, str] = {}
         for reply in replies:
-            node_id = reply.metadata.src_node_id
+            node_id = replying_node(reply, sent_to)  # Flower's error replies: the SuperLink's
             outcomes[node_id] = "failed" if reply.has_error() else "ok"
             if reply.has_error():
                 reasons[node_id] = reply.error.reason or ""

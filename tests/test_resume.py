@@ -51,11 +51,11 @@ def rounds_in(run_dir: Path) -> list[int]:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    """Every file of the run except config.json (a resume rewrites its settings)."""
+    """Every file of the run, config.json included (a refused resume must not rewrite it)."""
     return {
         str(p.relative_to(run_dir)): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != "config.json"
+        if p.is_file()
     }
 
 
@@ -79,7 +79,7 @@ def test_resume_refuses_when_no_checkpoint_can_be_read(tmp_path: Path) -> None:
     )
     assert "\n" not in str(caught.value)
     assert grid.timeouts == []  # no round started
-    assert snapshot(run_dir) == before  # metrics.json, checkpoints, report: byte-identical
+    assert snapshot(run_dir) == before  # config, metrics, checkpoints, report: byte-identical
 
 
 @pytest.mark.usefixtures("task_identity")
@@ -124,6 +124,8 @@ def test_resume_past_unreadable_checkpoints_keeps_them_and_the_old_metrics(
     grid = run_rounds(run_dir, rounds=4, resume=True, keep=1)
 
     assert rounds_in(run_dir) == [1, 2, 3, 4]  # rounds 3 and 4 ran after round 2's checkpoint
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["num-server-rounds"], config["checkpoints-keep"]) == (4, 1)  # the resumed run's
     assert len(grid.timeouts) == 2 * 3  # train, validation and evaluate of rounds 3 and 4
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("*.npz")) == ["round-00004.npz"]
