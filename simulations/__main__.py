@@ -1,6 +1,7 @@
 """``python -m simulations``: simulate N hospitals in this process with chosen settings.
 
-Example: ``python -m simulations --hospitals 10 --run-config "strategy='fedprox'"``.
+Example: ``python -m simulations --hospitals 10 --run-config "strategy='fedprox'"``;
+``--ray-address HOST:PORT`` runs the hospitals on a running Ray cluster (docs/scaling.md).
 Settings not given keep the values declared in pyproject.toml. A failure is one line on
 stderr and exit code 1 (2 for a malformed command line).
 """
@@ -26,6 +27,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hospitals", type=int, default=5, help="simulated hospitals (nodes)")
     parser.add_argument(
         "--cpus-per-hospital", type=float, default=1.0, help="CPUs Ray reserves per ClientApp"
+    )
+    parser.add_argument(
+        "--gpus-per-hospital", type=float, default=0.0, help="GPUs Ray reserves per ClientApp"
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="HOST:PORT of a running Ray cluster to run the hospitals on (docs/scaling.md); "
+        "default: $RAY_ADDRESS, else a new Ray on this machine",
     )
     parser.add_argument(
         "--run-config",
@@ -65,7 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulations.runner import simulate
 
         overrides = run_config_overrides(args.run_config)
-        simulate(overrides, num_hospitals=args.hospitals, cpus_per_hospital=args.cpus_per_hospital)
+        simulate(
+            overrides,
+            num_hospitals=args.hospitals,
+            cpus_per_hospital=args.cpus_per_hospital,
+            ray_address=args.ray_address,
+            gpus_per_hospital=args.gpus_per_hospital,
+        )
         return 0
 
     return run_reporting_failures(run)

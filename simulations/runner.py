@@ -11,6 +11,7 @@ overrides as the run config.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from common.manifest import declared_defaults, project_root, with_overrides
 from common.quiet import import_keras, quiet_ray
 from server.app import federate
 from simulations.adversary import simulated_adversary
+from simulations.cluster import backend_config, cluster_address
 from simulations.hospitals import simulated_hospital
 from simulations.unreliable import unreliable_hospital
 
@@ -71,8 +73,18 @@ def simulate(
     num_hospitals: int,
     cpus_per_hospital: float = 1.0,
     cwd: Path | None = None,
+    ray_address: str | None = None,
+    gpus_per_hospital: float = 0.0,
 ) -> None:
-    """Simulate ``num_hospitals`` hospitals with the given config overrides."""
+    """Simulate ``num_hospitals`` hospitals with the given config overrides.
+
+    ``ray_address``: a running Ray cluster to run the hospitals' ClientApps on
+    (``HOST:PORT``), or ``local``; None: ``RAY_ADDRESS``, else ``local``
+    (:mod:`simulations.cluster`).
+    """
+    backend = backend_config(
+        cluster_address(ray_address, os.environ), cpus_per_hospital, gpus_per_hospital
+    )
     run_config = run_config_with(overrides)
     server_app, client_app = simulation_apps(run_config, cwd or Path.cwd())
     quiet_ray()  # before Ray starts; TensorFlow before Flower's simulation imports it
@@ -83,5 +95,5 @@ def simulate(
         server_app=server_app,
         client_app=client_app,
         num_supernodes=num_hospitals,
-        backend_config={"client_resources": {"num_cpus": cpus_per_hospital, "num_gpus": 0.0}},
+        backend_config=backend,
     )
