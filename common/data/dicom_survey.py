@@ -13,6 +13,7 @@ from pathlib import Path
 
 from common.data.dicom import COLOUR, DICOM_SUFFIXES, dicom_files
 from common.data.dicom_labels import LABELS_FILE
+from common.data.folder_survey import resize_notes
 from common.data.schema import DataSpec
 
 _SHOWN = 3  # sizes / names listed before "+N more"
@@ -31,7 +32,10 @@ def survey_dicom(root: Path, spec: DataSpec) -> list[str]:
         sizes[size] += 1
         photometric[kind] += 1
     read = sum(sizes.values())
-    notes = [*_size_notes(root, sizes, read, spec), *_colour_notes(root, photometric, read, spec)]
+    notes = [
+        *resize_notes(root, sizes, read, spec.image_size, "DICOM images"),
+        *_colour_notes(root, photometric, read, spec),
+    ]
     ignored = _ignored(root, set(files))
     if ignored:
         shown = ", ".join(ignored[:_SHOWN])
@@ -55,23 +59,6 @@ def _header(file: Path) -> tuple[tuple[int, int], str] | None:
     except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError):
         return None
     return size, str(dataset.get("PhotometricInterpretation", ""))
-
-
-def _size_notes(
-    root: Path, sizes: Counter[tuple[int, int]], read: int, spec: DataSpec
-) -> list[str]:
-    side = spec.image_size
-    other = {size: n for size, n in sizes.items() if size != (side, side)}
-    if not other:
-        return []
-    listed = sorted(other.items(), key=lambda item: (-item[1], item[0]))
-    shown = ", ".join(f"{w}x{h}: {n}" for (w, h), n in listed[:_SHOWN])
-    more = f", +{len(listed) - _SHOWN} more sizes" if len(listed) > _SHOWN else ""
-    how = "; the aspect ratio is not kept" if any(w != h for w, h in other) else ""
-    return [
-        f"`{root}`: {sum(other.values())} of {read} DICOM images are not {side}x{side} "
-        f"({shown}{more}): resized to {side}x{side} (bilinear{how})"
-    ]
 
 
 def _colour_notes(root: Path, kinds: Counter[str], read: int, spec: DataSpec) -> list[str]:

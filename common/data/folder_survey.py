@@ -88,18 +88,26 @@ def format_notes(survey: FolderSurvey, spec: DataSpec) -> list[str]:
                     f"`{folder.path}`: {count} of {folder.images} images are {mode}, "
                     f"not {wanted}: {_conversion(mode, target)}"
                 )
-        other = {size: n for size, n in folder.sizes.items() if size != (side, side)}
-        if other:
-            listed = sorted(other.items(), key=lambda item: (-item[1], item[0]))
-            shown = ", ".join(f"{w}x{h}: {n}" for (w, h), n in listed[:_SHOWN])
-            more = f", +{len(listed) - _SHOWN} more sizes" if len(listed) > _SHOWN else ""
-            stretched = any(w != h for w, h in other)
-            how = "; the aspect ratio is not kept" if stretched else ""
-            notes.append(
-                f"`{folder.path}`: {sum(other.values())} of {folder.images} images are not "
-                f"{side}x{side} ({shown}{more}): resized to {side}x{side} (bilinear{how})"
-            )
+        notes.extend(resize_notes(folder.path, folder.sizes, folder.images, side, "images"))
     return notes
+
+
+def resize_notes(
+    where: Path, sizes: Counter[tuple[int, int]], total: int, side: int, noun: str
+) -> list[str]:
+    """The note for images of ``sizes`` (width, height) other than ``side`` x ``side``:
+    how many of ``total``, the commonest sizes, and how the loader resizes them."""
+    other = {size: n for size, n in sizes.items() if size != (side, side)}
+    if not other:
+        return []
+    listed = sorted(other.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{w}x{h}: {n}" for (w, h), n in listed[:_SHOWN])
+    more = f", +{len(listed) - _SHOWN} more sizes" if len(listed) > _SHOWN else ""
+    how = "; the aspect ratio is not kept" if any(w != h for w, h in other) else ""
+    return [
+        f"`{where}`: {sum(other.values())} of {total} {noun} are not {side}x{side} "
+        f"({shown}{more}): resized to {side}x{side} (bilinear{how})"
+    ]
 
 
 def ignored_notes(survey: FolderSurvey) -> list[str]:
