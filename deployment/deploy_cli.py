@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:  # light modules, but only the chosen subcommand is imported at run time
     from rich.console import Console
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # light modules, but only the chosen subcommand is imported a
 
 DEFAULT_EXAMPLES = 60
 DEFAULT_TIMEOUT = 900.0
-DATA_FORMATS = ("folder", "dicom")  # --data: how each site's synthetic images are written
+DataFormat = Literal["folder", "dicom"]  # --data: how each site's synthetic images are written
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class DeployOptions:
     # the hospital executor's command before its options (--perimeter); None: `site serve`
     serve: Sequence[str] | None = None
     secure_aggregation: bool = False  # run config `secure-aggregation = true` (SecAgg+)
-    data: str = "folder"  # each site's data: an image folder, or `dicom` files + labels.csv
+    data: DataFormat = "folder"  # each site's data: an image folder, or `dicom` files + labels.csv
 
 
 def register(subparsers: Any) -> None:
@@ -104,7 +104,7 @@ def register(subparsers: Any) -> None:
     )
     local.add_argument(
         "--data",
-        choices=DATA_FORMATS,
+        choices=get_args(DataFormat),
         default="folder",
         help="how each site's synthetic images are written: an image folder (default) or "
         "DICOM files with a labels.csv",
@@ -260,7 +260,7 @@ def _start_perimeter(
 
 
 def _site_data(
-    workdir: Path, config: AppConfig, hospital: int, name: str, data: str = "folder"
+    workdir: Path, config: AppConfig, hospital: int, name: str, data: DataFormat = "folder"
 ) -> Path:
     """Write hospital ``hospital``'s synthetic images as an image folder (``data`` =
     ``dicom``: DICOM files and ``labels.csv``) and check them."""
